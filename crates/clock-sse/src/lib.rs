@@ -1,0 +1,266 @@
+//! clock-sse: a clock that ticks once a second over Server-Sent Events.
+//!
+//! Run with
+//!
+//! ```text
+//! cargo run -p clock-sse
+//! ```
+//!
+//! then open <http://127.0.0.1:3000> to watch it tick, or read the raw stream with
+//! `curl -N http://127.0.0.1:3000/events`. Stop the server for a few seconds and start it again:
+//! the page reconnects by itself and the sequence goes on where it was.
+//!
+//! The shape to copy: ONE ticker task makes each tick once, encodes it once, and publishes it;
+//! every client's stream only forwards the latest tick. A timer per client (what most tutorials
+//! write) does the same work once per client, and leaks if it is not stopped on disconnect.
+//!
+//! | route | what it serves |
+//! | --- | --- |
+//! | `GET /` | the page |
+//! | `GET /events` | the stream: `retry: 3000`, then one `tick` event a second |
+//! | `GET /stats` | `{"streams": <open streams>, "last_seq": <latest tick>}` |
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use askama::Template;
+use bytes::Bytes;
+use futures_util::Stream;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use realtime_kit::sse::{self, Event, SseResponse};
+use realtime_kit::{Body, Gauge, Shutdown, respond};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+/// The port `cargo run -p clock-sse` listens on.
+pub const DEFAULT_PORT: u16 = 3000;
+
+/// How the clock behaves; [`Config::default`] is what `main` uses.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Time between ticks (one second; tests use less).
+    pub tick_interval: Duration,
+    /// Sent as `retry:`: how long a browser waits before reconnecting.
+    pub retry: Duration,
+    /// How long a stream may be silent before a keep-alive comment is written.
+    pub keep_alive: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            tick_interval: Duration::from_secs(1),
+            retry: Duration::from_secs(3),
+            keep_alive: sse::DEFAULT_KEEP_ALIVE,
+        }
+    }
+}
+
+// ANCHOR: run
+/// Serves the clock on `listener` until `shutdown_signal` completes, then ends every stream and
+/// returns.
+pub async fn run(listener: TcpListener, config: Config, shutdown_signal: impl Future<Output = ()>) {
+    let shutdown = Shutdown::new();
+    let clock = Clock::start(config.tick_interval, &shutdown);
+    let app = Arc::new(App {
+        clock,
+        config,
+        shutdown: shutdown.clone(),
+    });
+    realtime_kit::serve(listener, shutdown_signal, shutdown, move |request| {
+        let app = app.clone();
+        async move { app.handle(&request) }
+    })
+    .await;
+}
+// ANCHOR_END: run
+
+/// What every request handler shares.
+struct App {
+    clock: Clock,
+    config: Config,
+    /// Given to each stream so that it ends when the server shuts down.
+    shutdown: Shutdown,
+}
+
+impl App {
+    // ANCHOR: routes
+    fn handle(&self, request: &Request<Incoming>) -> Response<Body> {
+        let path = request.uri().path();
+        match (request.method(), path) {
+            (&Method::GET, "/") => respond::html(&ClockPage {
+                retry_secs: self.config.retry.as_secs_f64(),
+            }),
+            (&Method::GET, "/events") => self.events(request),
+            (&Method::GET, "/stats") => respond::json(StatusCode::OK, &self.clock.stats()),
+            (method, "/" | "/events" | "/stats") => {
+                respond::method_not_allowed(method, &[Method::GET])
+            }
+            _ => respond::not_found(path),
+        }
+    }
+    // ANCHOR_END: routes
+
+    // ANCHOR: events
+    /// `GET /events`: one client's stream of ticks.
+    fn events(&self, request: &Request<Incoming>) -> Response<Body> {
+        // A browser that reconnects sends the id of the last tick it saw.
+        let seen = match sse::last_event_id(request) {
+            Ok(seen) => seen,
+            Err(bad_request) => return bad_request,
+        };
+        SseResponse::new(self.clock.subscribe(seen), &self.shutdown)
+            .retry(self.config.retry)
+            .keep_alive(self.config.keep_alive)
+            .into_response()
+    }
+    // ANCHOR_END: events
+}
+
+/// The page at `/`; its markup and script are in `templates/clock.html`.
+#[derive(Template)]
+#[template(path = "clock.html")]
+struct ClockPage {
+    /// Shown on the page, so the reader knows how long a reconnect waits.
+    retry_secs: f64,
+}
+
+// ANCHOR: tick
+/// The JSON `data` of every `tick` event.
+#[derive(Debug, Serialize)]
+struct TickData {
+    /// The tick's sequence number, also sent as the event `id`.
+    seq: u64,
+    /// Milliseconds since the Unix epoch, for scripts.
+    unix_ms: u64,
+    /// The same instant in RFC 3339, UTC, for people.
+    time: String,
+}
+
+/// The latest tick, already encoded: each client's stream clones the `Bytes`, not the work.
+#[derive(Debug, Clone)]
+struct Tick {
+    seq: u64,
+    encoded: Bytes,
+}
+
+impl Tick {
+    fn new(seq: u64, now: SystemTime) -> Self {
+        let unix_ms = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let data = TickData {
+            seq,
+            unix_ms,
+            time: humantime::format_rfc3339_millis(now).to_string(),
+        };
+        let encoded = Event::new()
+            .event("tick")
+            .and_then(|event| event.id(seq.to_string()))
+            .expect("a fixed name and a number are single lines")
+            .data(serde_json::to_string(&data).expect("TickData always serialises"))
+            .encode();
+        Self { seq, encoded }
+    }
+}
+// ANCHOR_END: tick
+
+// ANCHOR: clock
+/// The one ticker of the server, and what its clients subscribe to.
+#[derive(Clone)]
+struct Clock {
+    /// Holds only the latest tick. A watch channel is the right shape for a clock: a client
+    /// that falls behind skips straight to the newest tick (it would not want old times), and
+    /// memory stays one tick however slow the clients are.
+    latest: watch::Receiver<Option<Tick>>,
+    /// The sequence number the next tick will carry. Only ever increases.
+    next_seq: Arc<AtomicU64>,
+    /// Open streams, for `/stats`: each stream holds one count until it is dropped.
+    streams: Gauge,
+}
+
+impl Clock {
+    /// Starts the ticker task; it stops when the server shuts down.
+    fn start(interval: Duration, shutdown: &Shutdown) -> Self {
+        let (publish, latest) = watch::channel(None);
+        let next_seq = Arc::new(AtomicU64::new(1));
+        shutdown.spawn(tick(interval, next_seq.clone(), publish, shutdown.clone()));
+        Self {
+            latest,
+            next_seq,
+            streams: Gauge::new(),
+        }
+    }
+
+    /// A client's stream of encoded ticks: the current tick at once, then every new one, all
+    /// numbered above `seen` (the `Last-Event-ID` of a reconnecting client).
+    fn subscribe(&self, seen: Option<u64>) -> impl Stream<Item = Bytes> + Send + 'static {
+        let seen = seen.unwrap_or(0);
+        // After a server restart the counter starts again at 1, but a reconnecting browser has
+        // seen higher ids. Moving the counter past them keeps ids increasing for every client.
+        self.next_seq.fetch_max(seen + 1, Ordering::Relaxed);
+        let mut ticks = self.latest.clone();
+        ticks.mark_changed(); // so the first `changed()` returns the current tick at once
+        let counted = self.streams.enter();
+        futures_util::stream::unfold((ticks, counted), move |(mut ticks, counted)| async move {
+            loop {
+                // An error means the ticker has stopped: the server is shutting down.
+                ticks.changed().await.ok()?;
+                let latest = ticks.borrow_and_update().clone();
+                if let Some(tick) = latest.filter(|tick| tick.seq > seen) {
+                    return Some((tick.encoded, (ticks, counted)));
+                }
+            }
+        })
+    }
+
+    fn stats(&self) -> ClockStats {
+        ClockStats {
+            streams: self.streams.get(),
+            last_seq: self.latest.borrow().as_ref().map_or(0, |tick| tick.seq),
+        }
+    }
+}
+
+/// The ticker: makes one tick per interval and publishes it to every subscriber.
+async fn tick(
+    interval: Duration,
+    next_seq: Arc<AtomicU64>,
+    publish: watch::Sender<Option<Tick>>,
+    shutdown: Shutdown,
+) {
+    // Tick on whole seconds of the wall clock, so the page's seconds change when the real
+    // ones do. `interval_at` schedules by deadline, so ticks do not drift.
+    let period_ms = interval.as_millis().max(1) as u64;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let first = tokio::time::Instant::now() + Duration::from_millis(period_ms - now_ms % period_ms);
+    let mut ticker = tokio::time::interval_at(first, interval);
+    // After a stall (a suspended laptop), tick once and go on; a burst of stale ticks helps no one.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.requested() => return,
+        }
+        let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+        // `send_replace` stores the tick even when no client is connected.
+        publish.send_replace(Some(Tick::new(seq, SystemTime::now())));
+    }
+}
+// ANCHOR_END: clock
+
+/// The body of `GET /stats`.
+#[derive(Debug, Serialize)]
+struct ClockStats {
+    /// Event streams open right now.
+    streams: usize,
+    /// The sequence number of the latest tick (0 before the first).
+    last_seq: u64,
+}

@@ -1,0 +1,74 @@
+//! What every demo's `main` does before it serves: read `--port`/`--bind`, start logging, bind
+//! and say where it listens, and turn Ctrl-C or SIGTERM into the shutdown signal.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use tokio::net::TcpListener;
+
+/// Where to listen. Flatten it into a demo's own arguments with `#[command(flatten)]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListenArgs {
+    /// Port to listen on; 0 lets the system pick a free one. [default: the demo's own port]
+    #[arg(long, env = "PORT")]
+    pub port: Option<u16>,
+
+    /// Address to listen on. The default accepts connections from this machine only; use
+    /// 0.0.0.0 to accept them from other machines too.
+    #[arg(long, env = "BIND", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub bind: IpAddr,
+}
+
+/// Binds the listener and prints `<name> listening on http://<address>` on standard output, the
+/// one line a person (or a script waiting for the server) looks for.
+pub async fn listen(
+    name: &str,
+    default_port: u16,
+    args: &ListenArgs,
+) -> crate::Result<TcpListener> {
+    let port = args.port.unwrap_or(default_port);
+    let listener = TcpListener::bind((args.bind, port))
+        .await
+        .map_err(|error| format!("{name} cannot listen on {}:{port}: {error}", args.bind))?;
+    println!("{name} listening on http://{}", listener.local_addr()?);
+    Ok(listener)
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` (default `info`; try `RUST_LOG=debug`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Completes on Ctrl-C, or on SIGTERM (what `kill` and container runtimes send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,30 @@
+//! The plumbing every demo in this workspace shares, written once so that each demo can read
+//! top to bottom as its own logic.
+//!
+//! | module | what it gives a demo |
+//! | --- | --- |
+//! | [`sse`] | an [`sse::Event`] encoded to `Bytes` once and written to many clients, and the streaming response |
+//! | [`parser`] | the client side of SSE: a streaming parser that follows the WHATWG rules |
+//! | [`client`] | a small HTTP client over hyper for tests, examples and the load generator |
+//! | [`server`] | the accept loop, per-connection tasks and graceful [`Shutdown`] |
+//! | [`respond`] | HTML pages from askama templates, JSON, and errors as `{"error": ...}` |
+//! | [`config`] | `--port`/`--bind`, the "listening on" line, logging and the Ctrl-C signal |
+//!
+//! Nothing here is a framework: a demo still matches on method and path itself and builds its own
+//! responses, so the protocol stays visible.
+
+pub mod client;
+pub mod config;
+pub mod parser;
+pub mod respond;
+pub mod server;
+pub mod sse;
+
+pub use server::{Body, Gauge, GaugeGuard, Shutdown, serve};
+
+/// The error type of fallible functions at the edge of a program (`main`, examples, tests): any
+/// error, boxed. Inside a server, errors become responses or log lines, never this.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// `Result` with the boxed [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,208 @@
+//! The server loop every demo runs: accept TCP connections, serve HTTP/1.1 on each (with
+//! upgrades, for WebSocket), and shut down gracefully.
+//!
+//! Graceful shutdown has one trap in a push server: hyper finishes in-flight responses before a
+//! connection closes, and an event stream never finishes. So shutdown is a signal that every
+//! long-lived part of the server watches, the [`Shutdown`] handle: SSE bodies end themselves
+//! when it fires (see [`crate::sse::SseResponse`]), background tasks spawned with
+//! [`Shutdown::spawn`] stop, and [`serve`] waits for all of them, for at most [`GRACE_PERIOD`].
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::task::TaskTracker;
+
+/// The body type of every response in the workspace: a full body or an endless event stream,
+/// behind one boxed type so a handler can return either.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// How long [`serve`] waits, after the shutdown signal, for connections and tasks to finish.
+/// Everything of ours ends at once on the signal; this bounds a client that is slow to read
+/// the last bytes of a response.
+pub const GRACE_PERIOD: Duration = Duration::from_secs(5);
+
+/// How long a client may take to send a request's headers. Without a limit, a client that
+/// opens connections and never finishes a request (slowloris) holds them forever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ANCHOR: shutdown
+/// The server's shutdown signal, shared by everything that must stop with it.
+///
+/// Cloning is cheap; every clone sees the same signal and registers tasks in the same set.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Cancelled once, when shutdown begins.
+    token: CancellationToken,
+    /// Every connection and background task, so shutdown can wait until they have finished.
+    tasks: TaskTracker,
+}
+
+impl Shutdown {
+    /// A signal that has not fired yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Completes when shutdown has begun. Put it in a `select!` beside the work a task does.
+    pub async fn requested(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// The same as [`requested`](Self::requested), as a future that owns its handle.
+    pub fn requested_owned(&self) -> WaitForCancellationFutureOwned {
+        self.token.clone().cancelled_owned()
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_requested(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Begins shutdown. [`serve`] does this when its signal fires; tests may call it directly.
+    pub fn trigger(&self) {
+        self.token.cancel();
+    }
+
+    /// Spawns a task that shutdown waits for (a ticker, a WebSocket session). The task must
+    /// watch [`requested`](Self::requested) and end promptly when it fires.
+    pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(task)
+    }
+}
+// ANCHOR_END: shutdown
+
+// ANCHOR: serve
+/// Accepts connections on `listener` and answers every request with `handler` until `signal`
+/// completes; then stops accepting, triggers `shutdown`, and returns once every connection and
+/// task has finished, or after [`GRACE_PERIOD`].
+///
+/// The handler never fails: errors are responses (see [`crate::respond`]). A failing connection
+/// is logged and never affects another.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    signal: impl Future<Output = ()>,
+    shutdown: Shutdown,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let connection = serve_connection(stream, handler.clone(), shutdown.clone());
+                    shutdown.spawn(connection);
+                }
+                Err(error) => {
+                    // Usually EMFILE: out of file descriptors. Retrying at once would spin the
+                    // CPU, so pause; closing connections will free descriptors meanwhile.
+                    tracing::warn!(%error, "accept failed; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            () = &mut signal => break,
+            () = shutdown.requested() => break,
+        }
+    }
+    // Closing the listener first makes new connections fail at once instead of queueing.
+    drop(listener);
+    shutdown.trigger();
+    shutdown.tasks.close();
+    if tokio::time::timeout(GRACE_PERIOD, shutdown.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            still_running = shutdown.tasks.len(),
+            "grace period over; abandoning connections"
+        );
+    }
+}
+
+async fn serve_connection<H, F>(stream: TcpStream, handler: H, shutdown: Shutdown)
+where
+    H: Fn(Request<Incoming>) -> F + Send + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    // Push servers write small messages that must leave now, not wait for Nagle's algorithm
+    // to batch them with data that may never come.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "could not set TCP_NODELAY");
+    }
+    let service = service_fn(move |request| {
+        let response = handler(request);
+        async move { Ok::<_, Infallible>(response.await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        // Lets a handler take the connection over after a `101 Switching Protocols` (WebSocket).
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.requested() => {
+            // Finish the response in flight (SSE bodies end themselves now), then close.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        // Clients vanish mid-request all the time; that is not the server's problem.
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+// ANCHOR_END: serve
+
+/// A count of live things (open streams, connected sockets): [`enter`](Gauge::enter) counts one
+/// until the returned guard is dropped, so a disconnect is counted however it happens.
+#[derive(Debug, Clone, Default)]
+pub struct Gauge(Arc<AtomicUsize>);
+
+/// Counts one in its [`Gauge`] until dropped.
+#[derive(Debug)]
+pub struct GaugeGuard(Arc<AtomicUsize>);
+
+impl Gauge {
+    /// A gauge at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one more until the guard is dropped.
+    pub fn enter(&self) -> GaugeGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        GaugeGuard(self.0.clone())
+    }
+
+    /// The current count.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
