@@ -112,7 +112,7 @@ impl App {
         // A browser that reconnects sends the id of the last tick it saw.
         let seen = match sse::last_event_id(request) {
             Ok(seen) => seen,
-            Err(bad_request) => return bad_request,
+            Err(error) => return respond::error(StatusCode::BAD_REQUEST, error),
         };
         SseResponse::new(self.clock.subscribe(seen), &self.shutdown)
             .retry(self.config.retry)

@@ -20,13 +20,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, header};
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::respond;
 use crate::server::{Body, Shutdown};
 
 /// How often an idle stream sends a comment when no default is chosen. A write is the only way
@@ -192,9 +191,9 @@ fn push_field(out: &mut String, name: &str, value: &str) {
 pub const MAX_EVENT_ID: u64 = (1 << 53) - 1;
 
 /// Reads the `Last-Event-ID` header a reconnecting `EventSource` sends: `Ok(None)` for a first
-/// connection (no header, or an empty one), `Ok(Some(id))` for a numeric id, and otherwise a
-/// ready `400` response that says what was wrong.
-pub fn last_event_id<B>(request: &Request<B>) -> Result<Option<u64>, Response<Body>> {
+/// connection (no header, or an empty one), `Ok(Some(id))` for a numeric id. Anything else is an
+/// error whose message says what was wrong; answer it with `400 Bad Request`.
+pub fn last_event_id<B>(request: &Request<B>) -> Result<Option<u64>, InvalidLastEventId> {
     let Some(value) = request.headers().get("last-event-id") else {
         return Ok(None);
     };
@@ -204,14 +203,25 @@ pub fn last_event_id<B>(request: &Request<B>) -> Result<Option<u64>, Response<Bo
     }
     match text.parse::<u64>() {
         Ok(id) if id <= MAX_EVENT_ID => Ok(Some(id)),
-        _ => Err(respond::error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "Last-Event-ID must be an event id this server sent (a whole number up to {MAX_EVENT_ID}), not {text:?}"
-            ),
-        )),
+        _ => Err(InvalidLastEventId(text.to_owned())),
     }
 }
+
+/// A `Last-Event-ID` that is not an id this workspace's servers send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidLastEventId(String);
+
+impl fmt::Display for InvalidLastEventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Last-Event-ID must be an event id this server sent (a whole number up to {MAX_EVENT_ID}), not {:?}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for InvalidLastEventId {}
 // ANCHOR_END: last_event_id
 
 // ANCHOR: response
