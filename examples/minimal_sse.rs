@@ -44,7 +44,9 @@ const PAGE: &str = r#"<!doctype html>
 // ANCHOR: main
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let listener = TcpListener::bind("127.0.0.1:3010").await?;
+    // PORT=0 picks a free port (the tests do that); the line below says which.
+    let port: u16 = std::env::var("PORT").map_or(Ok(3010), |port| port.parse())?;
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     println!("minimal_sse listening on http://{}", listener.local_addr()?);
 
     // ONE ticker for every client. The broadcast channel gives each subscriber every event; it
