@@ -8,9 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use realtime_kit::client::EventStream;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -45,17 +45,22 @@ fn spawn(command: &mut Command) -> Child {
         .expect("start the example")
 }
 
+/// The next line the example prints, within [`WAIT`].
+async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
+    timeout(WAIT, lines.next_line())
+        .await
+        .expect("a line in time")
+        .expect("read stdout")
+        .expect("the example is still running")
+}
+
 /// `minimal_sse` prints where it listens, and its stream parses with the kit's parser into
 /// numbered events: the smallest server is a correct one.
 #[tokio::test]
 async fn minimal_sse_example_streams_events() {
     let mut server = spawn(Command::new(example("minimal_sse")).env("PORT", "0"));
     let mut stdout = BufReader::new(server.stdout.take().expect("stdout")).lines();
-    let line = timeout(WAIT, stdout.next_line())
-        .await
-        .expect("the listening line in time")
-        .expect("read stdout")
-        .expect("a line");
+    let line = next_line(&mut stdout).await;
     let url = line
         .strip_prefix("minimal_sse listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line}"));
@@ -95,11 +100,7 @@ async fn sse_client_example_prints_ticks() {
     let mut client = spawn(Command::new(example("sse_client")).arg(&url));
     let mut stdout = BufReader::new(client.stdout.take().expect("stdout")).lines();
     for _ in 0..2 {
-        let line = timeout(WAIT, stdout.next_line())
-            .await
-            .expect("a line in time")
-            .expect("read stdout")
-            .expect("the client is still running");
+        let line = next_line(&mut stdout).await;
         let rest = line
             .strip_prefix("[tick] id=")
             .unwrap_or_else(|| panic!("{line}"));
