@@ -1,0 +1,380 @@
+//! The demo pages in a real browser: headless Chromium, driven over the Chrome DevTools Protocol
+//! (a JSON protocol over a WebSocket, spoken here with tokio-tungstenite, so no extra client).
+//!
+//! Run with `cargo test --test browser`. Needs Debian's `chromium` (`apt-get install chromium`),
+//! or the `CHROMIUM` variable naming a Chromium binary. Without one the tests skip with a line
+//! saying so; under CI (`CI` set) a missing browser is a failure.
+//!
+//! Screenshots go to `target/screenshots/`; with `UPDATE_BOOK_SCREENSHOTS=1` they also replace
+//! the ones in `book/src/screenshots/` that the chapters show.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a page may take to reach a state the test waits for.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The flags that let Chromium run headless as root on a machine with no network but loopback.
+const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-port=0",
+    "--window-size=900,720",
+];
+
+// ANCHOR: harness
+/// A headless Chromium and one DevTools connection to it.
+struct Browser {
+    /// Killed when the test ends, pass or fail.
+    _process: Child,
+    /// A fresh profile per run, deleted at the end.
+    _profile: tempfile::TempDir,
+    devtools: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+}
+
+/// A tab, in a browser context of its own (separate cookies and storage, like a second user).
+struct Page {
+    session: String,
+}
+
+impl Browser {
+    /// Starts Chromium, or returns `None` (after saying why) where there is none and this is not CI.
+    async fn launch() -> Option<Self> {
+        let Some(binary) = find_chromium() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the browser tests: install Chromium (apt-get install -y chromium)"
+            );
+            eprintln!(
+                "skipping browser tests: no Chromium found; install it (apt-get install chromium) or set CHROMIUM=/path/to/chromium"
+            );
+            return None;
+        };
+        let profile = tempfile::tempdir().expect("profile directory");
+        let process = Command::new(binary)
+            .args(CHROMIUM_FLAGS)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start Chromium");
+        // With port 0, Chromium picks a port and writes it, and the browser's DevTools path, here.
+        let endpoint = wait_until(|| {
+            let text = std::fs::read_to_string(profile.path().join("DevToolsActivePort")).ok()?;
+            let mut lines = text.lines();
+            let (port, path) = (lines.next()?, lines.next()?);
+            Some(format!("ws://127.0.0.1:{port}{path}"))
+        })
+        .await
+        .expect("Chromium opened its DevTools port");
+        let (devtools, _) = tokio_tungstenite::connect_async(endpoint.as_str())
+            .await
+            .expect("connect to DevTools");
+        Some(Self {
+            _process: process,
+            _profile: profile,
+            devtools,
+            next_id: 0,
+        })
+    }
+
+    /// Sends one DevTools command and returns its result, skipping the events in between.
+    async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut command = json!({ "id": id, "method": method, "params": params });
+        if let Some(session) = session {
+            command["sessionId"] = json!(session);
+        }
+        self.devtools
+            .send(Message::text(command.to_string()))
+            .await
+            .expect("send to DevTools");
+        loop {
+            let message = timeout(WAIT, self.devtools.next())
+                .await
+                .unwrap_or_else(|_| panic!("no answer to {method}"))
+                .expect("DevTools connection open")
+                .expect("DevTools message");
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let reply: Value = serde_json::from_str(&text).expect("DevTools sends JSON");
+            if reply["id"] == id {
+                assert!(
+                    reply["error"].is_null(),
+                    "{method} failed: {}",
+                    reply["error"]
+                );
+                return reply["result"].clone();
+            }
+        }
+    }
+
+    /// Opens `url` in a new tab of a new browser context.
+    async fn open(&mut self, url: &str) -> Page {
+        let context = self
+            .call(None, "Target.createBrowserContext", json!({}))
+            .await;
+        let target = self
+            .call(
+                None,
+                "Target.createTarget",
+                json!({ "url": url, "browserContextId": context["browserContextId"] }),
+            )
+            .await;
+        let attached = self
+            .call(
+                None,
+                "Target.attachToTarget",
+                json!({ "targetId": target["targetId"], "flatten": true }),
+            )
+            .await;
+        Page {
+            session: attached["sessionId"]
+                .as_str()
+                .expect("a session id")
+                .to_owned(),
+        }
+    }
+
+    /// Evaluates JavaScript in the page and returns its value.
+    async fn eval(&mut self, page: &Page, expression: &str) -> Value {
+        let result = self
+            .call(
+                Some(&page.session),
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
+            )
+            .await;
+        assert!(
+            result["exceptionDetails"].is_null(),
+            "{expression} threw: {}",
+            result["exceptionDetails"]
+        );
+        result["result"]["value"].clone()
+    }
+
+    /// Waits until `condition` (JavaScript) is true in the page; fails after [`WAIT`] with
+    /// `explain` (JavaScript too) evaluated, to show what the page showed instead.
+    async fn wait_for(&mut self, page: &Page, condition: &str, explain: &str) {
+        let deadline = Instant::now() + WAIT;
+        // Until the page has loaded, its elements do not exist yet: that counts as "not yet".
+        let guarded = format!(
+            "(() => {{ try {{ return Boolean({condition}); }} catch {{ return false; }} }})()"
+        );
+        while self.eval(page, &guarded).await != json!(true) {
+            if Instant::now() > deadline {
+                let seen = self.eval(page, explain).await;
+                panic!("the page never reached `{condition}`; it shows {seen}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Types `text` into the input matched by `selector`, as keystrokes would.
+    #[allow(dead_code)] // used by the pages with forms
+    async fn type_into(&mut self, page: &Page, selector: &str, text: &str) {
+        let focus = format!("document.querySelector({}).focus()", json!(selector));
+        self.eval(page, &focus).await;
+        self.call(
+            Some(&page.session),
+            "Input.insertText",
+            json!({ "text": text }),
+        )
+        .await;
+    }
+
+    /// Saves a PNG of the page to `target/screenshots/<name>.png`, and to the book's
+    /// screenshots when `UPDATE_BOOK_SCREENSHOTS` is set.
+    async fn screenshot(&mut self, page: &Page, name: &str) {
+        let shot = self
+            .call(
+                Some(&page.session),
+                "Page.captureScreenshot",
+                json!({ "format": "png" }),
+            )
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().expect("image data"))
+            .expect("base64 PNG");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut folders = vec![root.join("target/screenshots")];
+        if std::env::var_os("UPDATE_BOOK_SCREENSHOTS").is_some() {
+            folders.push(root.join("book/src/screenshots"));
+        }
+        for folder in folders {
+            std::fs::create_dir_all(&folder).expect("screenshot folder");
+            std::fs::write(folder.join(format!("{name}.png")), &png).expect("write screenshot");
+        }
+    }
+}
+
+fn find_chromium() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("CHROMIUM") {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .flat_map(|dir| {
+            ["chromium", "chromium-browser", "google-chrome"].map(|name| dir.join(name))
+        })
+        .find(|candidate| candidate.is_file())
+}
+
+/// Polls `check` every 50 ms until it gives a value, for at most [`WAIT`].
+async fn wait_until<T>(mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+// ANCHOR_END: harness
+
+/// A demo server in this test's runtime, which can be stopped and started again on its port.
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        timeout(WAIT, self.task)
+            .await
+            .expect("the server stopped in time")
+            .expect("the server task did not panic");
+    }
+}
+
+fn start_clock(listener: TcpListener) -> Running {
+    let config = clock_sse::Config {
+        tick_interval: Duration::from_millis(250),
+        retry: Duration::from_millis(500),
+        ..clock_sse::Config::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(clock_sse::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    Running { stop, task }
+}
+
+async fn bind(addr: SocketAddr) -> TcpListener {
+    TcpListener::bind(addr).await.expect("bind")
+}
+
+/// clock-sse in a browser: the time and the event id advance; when the server goes away the
+/// page says it is reconnecting, and when the server is back the browser resumes by itself with
+/// exactly the next sequence number (it sent `Last-Event-ID`; the page never closed the source).
+#[tokio::test]
+async fn clock_page_ticks_reconnects_and_resumes() {
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let listener = bind("127.0.0.1:0".parse().expect("address")).await;
+    let addr = listener.local_addr().expect("address");
+    let server = start_clock(listener);
+
+    let page = browser.open(&format!("http://{addr}/")).await;
+    let shown = r#"({ state: document.getElementById("state").textContent,
+                      id: document.getElementById("last-id").textContent,
+                      time: document.getElementById("time").textContent })"#;
+    browser
+        .wait_for(
+            &page,
+            r#"document.getElementById("state").textContent === "open"
+               && Number(document.getElementById("last-id").textContent) > 0"#,
+            shown,
+        )
+        .await;
+    let first = browser.eval(&page, shown).await;
+    let first_id = first["id"].as_str().expect("id").to_owned();
+    browser
+        .wait_for(
+            &page,
+            &format!(
+                r#"Number(document.getElementById("last-id").textContent) > {first_id} + 1
+                   && document.getElementById("time").textContent !== {}"#,
+                first["time"]
+            ),
+            shown,
+        )
+        .await;
+    browser.screenshot(&page, "clock-sse").await;
+
+    server.stop().await;
+    browser
+        .wait_for(
+            &page,
+            r#"document.getElementById("state").textContent === "reconnecting""#,
+            shown,
+        )
+        .await;
+    let before: u64 = browser.eval(&page, shown).await["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("a numeric last id");
+
+    let server = start_clock(bind(addr).await);
+    browser
+        .wait_for(
+            &page,
+            &format!(
+                r#"document.getElementById("state").textContent === "open"
+                   && Number(document.getElementById("last-id").textContent) > {before}"#
+            ),
+            shown,
+        )
+        .await;
+    // The log holds "id <n>  <data>" lines, newest first: the tick after `before` is before + 1.
+    let ids = browser
+        .eval(
+            &page,
+            r##"[...document.querySelectorAll("#log li")].map(li => Number(li.textContent.split(" ")[1]))"##,
+        )
+        .await;
+    let ids: Vec<u64> = serde_json::from_value(ids).expect("numbers");
+    let after = ids
+        .iter()
+        .rev()
+        .find(|&&id| id > before)
+        .expect("a tick after the restart");
+    assert_eq!(*after, before + 1, "ids in the page's log: {ids:?}");
+    assert_eq!(
+        browser
+            .eval(
+                &page,
+                r#"document.getElementById("reconnects").textContent"#
+            )
+            .await,
+        "1"
+    );
+    server.stop().await;
+}
