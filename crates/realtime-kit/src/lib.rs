@@ -7,6 +7,7 @@
 //! | [`parser`] | the client side of SSE: a streaming parser that follows the WHATWG rules |
 //! | [`client`] | a small HTTP client over hyper for tests, examples and the load generator |
 //! | [`server`] | the accept loop, per-connection tasks and graceful [`Shutdown`] |
+//! | [`request`] | a JSON body read with a Content-Type check and a size limit, and CORS for listed origins |
 //! | [`respond`] | HTML pages from askama templates, JSON, and errors as `{"error": ...}` |
 //! | [`config`] | `--port`/`--bind`, the "listening on" line, logging and the Ctrl-C signal |
 //!
@@ -16,6 +17,7 @@
 pub mod client;
 pub mod config;
 pub mod parser;
+pub mod request;
 pub mod respond;
 pub mod server;
 pub mod sse;
