@@ -171,6 +171,7 @@ impl Tick {
 // ANCHOR_END: tick
 
 // ANCHOR: clock
+// ANCHOR: clock_state
 /// The one ticker of the server, and what its clients subscribe to.
 #[derive(Clone)]
 struct Clock {
@@ -183,8 +184,10 @@ struct Clock {
     /// Open streams, for `/stats`: each stream holds one count until it is dropped.
     streams: Gauge,
 }
+// ANCHOR_END: clock_state
 
 impl Clock {
+    // ANCHOR: start
     /// Starts the ticker task; it stops when the server shuts down.
     fn start(interval: Duration, shutdown: &Shutdown) -> Self {
         let (publish, latest) = watch::channel(None);
@@ -196,7 +199,9 @@ impl Clock {
             streams: Gauge::new(),
         }
     }
+    // ANCHOR_END: start
 
+    // ANCHOR: subscribe
     /// A client's stream of encoded ticks: the current tick at once, then every new one, all
     /// numbered above `seen` (the `Last-Event-ID` of a reconnecting client).
     fn subscribe(&self, seen: Option<u64>) -> impl Stream<Item = Bytes> + Send + 'static {
@@ -218,6 +223,7 @@ impl Clock {
             }
         })
     }
+    // ANCHOR_END: subscribe
 
     fn stats(&self) -> ClockStats {
         ClockStats {
@@ -227,6 +233,7 @@ impl Clock {
     }
 }
 
+// ANCHOR: ticker
 /// The ticker: makes one tick per interval and publishes it to every subscriber.
 async fn tick(
     interval: Duration,
@@ -254,6 +261,7 @@ async fn tick(
         publish.send_replace(Some(Tick::new(seq, SystemTime::now())));
     }
 }
+// ANCHOR_END: ticker
 // ANCHOR_END: clock
 
 /// The body of `GET /stats`.

@@ -99,6 +99,7 @@ impl SseParser {
         events
     }
 
+    // ANCHOR: interpret
     fn end_of_line(&mut self, events: &mut Vec<MessageEvent>) {
         let mut bytes = std::mem::take(&mut self.line);
         if std::mem::take(&mut self.at_stream_start) && bytes.starts_with("\u{FEFF}".as_bytes()) {
@@ -156,6 +157,7 @@ impl SseParser {
             last_event_id: self.last_event_id.clone(),
         });
     }
+    // ANCHOR_END: interpret
 }
 
 #[cfg(test)]

@@ -118,6 +118,7 @@ impl Event {
         self
     }
 
+    // ANCHOR: encode
     /// Encodes the event once; clone the returned `Bytes` to send it to many clients.
     pub fn encode(&self) -> Bytes {
         let mut out = String::with_capacity(16 + self.data.as_ref().map_or(0, String::len));
@@ -183,6 +184,7 @@ fn push_field(out: &mut String, name: &str, value: &str) {
     }
     out.push('\n');
 }
+// ANCHOR_END: encode
 // ANCHOR_END: event
 
 // ANCHOR: last_event_id
@@ -225,6 +227,7 @@ impl std::error::Error for InvalidLastEventId {}
 // ANCHOR_END: last_event_id
 
 // ANCHOR: response
+// ANCHOR: sse_response
 /// Builds the streaming response for a stream of already encoded events.
 ///
 /// The response carries the headers an event stream needs, can start with a `retry:` line,
@@ -282,7 +285,9 @@ impl SseResponse {
             .expect("static headers are valid")
     }
 }
+// ANCHOR_END: sse_response
 
+// ANCHOR: sse_body
 /// The response body: hyper polls it for the next chunk to write.
 struct SseBody {
     /// The `retry:` line, written before any event.
@@ -333,6 +338,7 @@ impl HttpBody for SseBody {
         self.done
     }
 }
+// ANCHOR_END: sse_body
 // ANCHOR_END: response
 
 #[cfg(test)]
