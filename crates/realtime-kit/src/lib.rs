@@ -10,6 +10,7 @@
 //! | [`request`] | a JSON body read with a Content-Type check and a size limit, and CORS for listed origins |
 //! | [`respond`] | HTML pages from askama templates, JSON, and errors as `{"error": ...}` |
 //! | [`config`] | `--port`/`--bind`, the "listening on" line, logging and the Ctrl-C signal |
+//! | [`ws`] | WebSocket on hyper: handshake, `Origin` check, per-socket limits, the upgrade |
 //!
 //! Nothing here is a framework: a demo still matches on method and path itself and builds its own
 //! responses, so the protocol stays visible.
@@ -21,6 +22,7 @@ pub mod request;
 pub mod respond;
 pub mod server;
 pub mod sse;
+pub mod ws;
 
 pub use server::{Body, Gauge, GaugeGuard, Shutdown, serve};
 

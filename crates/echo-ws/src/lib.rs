@@ -1,0 +1,474 @@
+//! echo-ws: a WebSocket broadcast room, and a pure RFC 6455 echo, on hyper.
+//!
+//! Run with
+//!
+//! ```text
+//! cargo run -p echo-ws
+//! ```
+//!
+//! then open <http://127.0.0.1:3001> in two browser tabs and type in one: the message appears in
+//! both, with the number of the connection that sent it. From a terminal,
+//! `cargo run --example ws_client -- ws://127.0.0.1:3001/ws` joins the same room.
+//!
+//! | route | what it serves |
+//! | --- | --- |
+//! | `GET /` | the page |
+//! | `GET /ws` | the room: every text message from any client goes to every client, as JSON |
+//! | `GET /echo` | each text or binary message straight back to its sender (for Autobahn) |
+//! | `GET /stats` | `{"clients": <in the room>, "messages_relayed": <n>, "echo_sockets": <n>}` |
+//!
+//! What the room sends, one JSON object per WebSocket text message:
+//!
+//! ```text
+//! {"type":"welcome","client":7,"clients":3}        to a new client only: its own number
+//! {"type":"join","client":7,"clients":3}           someone came in (the newcomer sees it too)
+//! {"type":"message","from":7,"text":"hello"}      a message, to everyone, the sender too
+//! {"type":"leave","client":7,"clients":2,"reason":"closed"}
+//! ```
+//!
+//! `reason` is `closed` (the client closed or disconnected), `silent` (no answer to our pings),
+//! `too_slow` (could not keep up), `refused` (broke a rule: binary data, too big, bad UTF-8) or
+//! `shutdown`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use askama::Template;
+use futures_util::{SinkExt, StreamExt};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use realtime_kit::ws::{self, Beat, Heartbeat, Limits, OriginPolicy, WebSocket};
+use realtime_kit::{Body, Gauge, Shutdown, respond};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+/// The port `cargo run -p echo-ws` listens on.
+pub const DEFAULT_PORT: u16 = 3001;
+
+// ANCHOR: config
+/// How the server behaves; [`Config::default`] is what `main` uses, tests shorten the times.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Which pages may connect (`Origin`); same origin only, plus `--allow-origin`.
+    pub origins: OriginPolicy,
+    /// Limits of a room socket: small messages (64 KiB), small buffers, many clients.
+    pub room_limits: Limits,
+    /// Limits of an echo socket. Autobahn's largest case sends one 16 MiB message, so the
+    /// conformance endpoint accepts that much; the room does not need to.
+    pub echo_limits: Limits,
+    /// Time between Pings.
+    pub ping_interval: Duration,
+    /// How long a client may send nothing (not even a Pong) before it is closed.
+    pub idle_timeout: Duration,
+    /// How long one message may take to be written to a client. A client that does not read
+    /// (its TCP window stays shut) blocks our write; past this it is dropped as too slow.
+    pub send_timeout: Duration,
+    /// How many room messages a client may fall behind before it is closed as too slow. The
+    /// messages live once, in one ring shared by every client, so this bounds memory whatever
+    /// the number of clients.
+    pub backlog: usize,
+    /// Most clients in the room at once; the next one gets `503`. Each costs a file descriptor
+    /// and a few KB (see the book), so the limit keeps the server inside its budget.
+    pub max_clients: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            origins: OriginPolicy::same_origin(),
+            room_limits: Limits::default(),
+            echo_limits: Limits::with_max_message_size(16 * 1024 * 1024),
+            ping_interval: Duration::from_secs(15),
+            // Two missed Pongs and some slack for a slow network.
+            idle_timeout: Duration::from_secs(35),
+            send_timeout: Duration::from_secs(10),
+            backlog: 128,
+            max_clients: 10_000,
+        }
+    }
+}
+// ANCHOR_END: config
+
+/// Serves the room and the echo on `listener` until `shutdown_signal` completes; then every open
+/// socket receives Close 1001 (going away) and `run` returns.
+pub async fn run(listener: TcpListener, config: Config, shutdown_signal: impl Future<Output = ()>) {
+    let shutdown = Shutdown::new();
+    let app = Arc::new(App {
+        room: Room::new(config.backlog),
+        echo_sockets: Gauge::new(),
+        config,
+        shutdown: shutdown.clone(),
+    });
+    realtime_kit::serve(listener, shutdown_signal, shutdown, move |request| {
+        let app = app.clone();
+        async move { app.handle(request) }
+    })
+    .await;
+}
+
+/// What every request handler shares.
+struct App {
+    room: Room,
+    /// Open `/echo` sockets, for `/stats`.
+    echo_sockets: Gauge,
+    config: Config,
+    /// Every socket's session watches it, so that shutdown closes each with 1001.
+    shutdown: Shutdown,
+}
+
+impl App {
+    // ANCHOR: routes
+    fn handle(self: &Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let path = request.uri().path().to_owned();
+        match (request.method(), path.as_str()) {
+            (&Method::GET, "/") => respond::html(&RoomPage {
+                max_message_kib: self.config.room_limits.max_message_size / 1024,
+            }),
+            (&Method::GET, "/ws") => self.join_room(request),
+            (&Method::GET, "/echo") => {
+                let app = self.clone();
+                ws::upgrade(
+                    request,
+                    &self.config.origins,
+                    self.config.echo_limits,
+                    &self.shutdown,
+                    move |socket| echo_session(socket, app),
+                )
+            }
+            (&Method::GET, "/stats") => respond::json(StatusCode::OK, &self.stats()),
+            (method, "/" | "/ws" | "/echo" | "/stats") => {
+                respond::method_not_allowed(method, &[Method::GET])
+            }
+            _ => respond::not_found(&path),
+        }
+    }
+    // ANCHOR_END: routes
+
+    /// `GET /ws`: refuses a full room, then upgrades and runs a room session.
+    fn join_room(self: &Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        if self.room.clients.get() >= self.config.max_clients {
+            return respond::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the room is full ({} clients); try again later",
+                    self.config.max_clients
+                ),
+            );
+        }
+        let app = self.clone();
+        ws::upgrade(
+            request,
+            &self.config.origins,
+            self.config.room_limits,
+            &self.shutdown,
+            move |socket| room_session(socket, app),
+        )
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            clients: self.room.clients.get(),
+            messages_relayed: self.room.relayed.load(Ordering::Relaxed),
+            echo_sockets: self.echo_sockets.get(),
+        }
+    }
+}
+
+/// The page at `/`; its markup and script are in `templates/room.html`.
+#[derive(Template)]
+#[template(path = "room.html")]
+struct RoomPage {
+    /// Shown on the page, and the length limit of its text box.
+    max_message_kib: usize,
+}
+
+/// The body of `GET /stats`.
+#[derive(Debug, Serialize)]
+struct Stats {
+    /// Clients in the room now.
+    clients: usize,
+    /// Text messages relayed to the room since the server started (each counted once, however
+    /// many clients received it).
+    messages_relayed: u64,
+    /// Open `/echo` sockets.
+    echo_sockets: usize,
+}
+
+// ANCHOR: room
+/// The broadcast room: one channel that every client's session subscribes to.
+struct Room {
+    /// Every message of the room, already encoded: a session clones the `Utf8Bytes` (a reference
+    /// count), never the text, so one message to 10,000 clients is encoded once. The channel is
+    /// a ring of [`Config::backlog`] messages; a client further behind than that gets `Lagged`
+    /// and is closed (see [`room_session`]).
+    published: broadcast::Sender<Utf8Bytes>,
+    /// Clients in the room, for the join and leave notices and `/stats`.
+    clients: Gauge,
+    /// Gives each connection its number: the sender id in every message.
+    next_client: AtomicU64,
+    /// Messages relayed so far, for `/stats`.
+    relayed: AtomicU64,
+}
+
+/// One thing that happens in the room, as the JSON text every client receives.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum RoomEvent<'a> {
+    Welcome {
+        client: u64,
+        clients: usize,
+    },
+    Join {
+        client: u64,
+        clients: usize,
+    },
+    Message {
+        from: u64,
+        text: &'a str,
+    },
+    Leave {
+        client: u64,
+        clients: usize,
+        reason: Left,
+    },
+}
+
+/// Why a client left the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Left {
+    /// The client closed the socket, or the connection dropped.
+    Closed,
+    /// Nothing arrived from it for [`Config::idle_timeout`].
+    Silent,
+    /// It fell [`Config::backlog`] messages behind, or one write took [`Config::send_timeout`].
+    TooSlow,
+    /// It broke a rule and was closed with the matching code (1003, 1007, 1009, 1002).
+    Refused,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl RoomEvent<'_> {
+    fn encode(&self) -> Utf8Bytes {
+        serde_json::to_string(self)
+            .expect("room events always serialise")
+            .into()
+    }
+}
+
+impl Room {
+    fn new(backlog: usize) -> Self {
+        let (published, _) = broadcast::channel(backlog.max(1));
+        Self {
+            published,
+            clients: Gauge::new(),
+            next_client: AtomicU64::new(1),
+            relayed: AtomicU64::new(0),
+        }
+    }
+
+    fn publish(&self, event: &RoomEvent<'_>) {
+        // An error only means that no one is listening; then there is no one to tell.
+        let _ = self.published.send(event.encode());
+    }
+}
+// ANCHOR_END: room
+
+// ANCHOR: room_session
+/// One client in the room, from the upgrade to the leave notice.
+async fn room_session(mut socket: WebSocket, app: Arc<App>) {
+    let room = &app.room;
+    let client = room.next_client.fetch_add(1, Ordering::Relaxed);
+    // Subscribe before announcing, so that the client's own join is in its stream.
+    let mut messages = room.published.subscribe();
+    let counted = room.clients.enter();
+    let welcome = RoomEvent::Welcome {
+        client,
+        clients: room.clients.get(),
+    };
+    let reason = if send(&mut socket, welcome.encode(), &app.config).await {
+        room.publish(&RoomEvent::Join {
+            client,
+            clients: room.clients.get(),
+        });
+        converse(&mut socket, client, &mut messages, &app).await
+    } else {
+        Left::TooSlow
+    };
+    drop(counted);
+    room.publish(&RoomEvent::Leave {
+        client,
+        clients: room.clients.get(),
+        reason,
+    });
+    tracing::debug!(client, ?reason, "left the room");
+}
+
+/// The session's loop: whatever comes first of a client's message, a room message to forward,
+/// the heartbeat, or shutdown. Returns why the client left.
+async fn converse(
+    socket: &mut WebSocket,
+    client: u64,
+    messages: &mut broadcast::Receiver<Utf8Bytes>,
+    app: &App,
+) -> Left {
+    let config = &app.config;
+    let mut heartbeat = Heartbeat::new(config.ping_interval, config.idle_timeout);
+    loop {
+        tokio::select! {
+            incoming = socket.next() => {
+                heartbeat.heard();
+                match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        app.room.relayed.fetch_add(1, Ordering::Relaxed);
+                        app.room.publish(&RoomEvent::Message { from: client, text: &text });
+                    }
+                    // Decision: the room relays text only. RFC 6455's code for "a type of data
+                    // this endpoint cannot accept" is 1003; the page never sends binary.
+                    Some(Ok(Message::Binary(_))) => {
+                        ws::close(socket, CloseCode::Unsupported, "this room relays text messages only").await;
+                        return Left::Refused;
+                    }
+                    Some(Ok(Message::Close(_))) => {
+                        // tungstenite has queued the answering Close; flushing sends it.
+                        let _ = tokio::time::timeout(ws::CLOSE_TIMEOUT, socket.flush()).await;
+                        return Left::Closed;
+                    }
+                    // tungstenite answers Pings by itself; a Pong only needed to be heard.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Err(error)) => return refuse(socket, &error).await,
+                    None => return Left::Closed,
+                }
+            }
+            published = messages.recv() => match published {
+                Ok(text) => {
+                    if !send(socket, text, config).await {
+                        return Left::TooSlow;
+                    }
+                }
+                // The policy for a client that cannot keep up: it is closed, never skipped
+                // silently and never waited for. The others are not slowed by it (the ring
+                // moves on without it) and memory does not grow (the ring is bounded).
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::info!(client, missed, "closing a client that fell behind");
+                    ws::close(socket, CloseCode::Policy, "too slow: fell behind the room").await;
+                    return Left::TooSlow;
+                }
+                // Only if the room is gone, which happens at shutdown.
+                Err(RecvError::Closed) => return Left::Shutdown,
+            },
+            beat = heartbeat.beat() => match beat {
+                Beat::Ping => {
+                    if !send_message(socket, Message::Ping(Default::default()), config).await {
+                        return Left::TooSlow;
+                    }
+                }
+                Beat::Silent => {
+                    ws::close(socket, CloseCode::Policy, "silent: no answer to pings").await;
+                    return Left::Silent;
+                }
+            },
+            () = app.shutdown.requested() => {
+                ws::close(socket, CloseCode::Away, "the server is shutting down").await;
+                return Left::Shutdown;
+            }
+        }
+    }
+}
+// ANCHOR_END: room_session
+
+// ANCHOR: send
+/// Sends one text message within [`Config::send_timeout`]; `false` if the client is gone or did
+/// not take it in time. A client that stops reading fills its TCP window and then our write
+/// waits; the timeout bounds that wait, and only this client's session is waiting.
+async fn send(socket: &mut WebSocket, text: Utf8Bytes, config: &Config) -> bool {
+    send_message(socket, Message::Text(text), config).await
+}
+
+async fn send_message(socket: &mut WebSocket, message: Message, config: &Config) -> bool {
+    match tokio::time::timeout(config.send_timeout, socket.send(message)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "write failed");
+            false
+        }
+        Err(_) => {
+            tracing::info!(
+                "dropping a client that did not read for {:?}",
+                config.send_timeout
+            );
+            false
+        }
+    }
+}
+// ANCHOR_END: send
+
+/// Ends a session whose client sent something invalid: with the close code that says what
+/// (1009 too big, 1007 bad UTF-8, 1002 protocol error) when there is still someone to tell.
+async fn refuse(socket: &mut WebSocket, error: &tokio_tungstenite::tungstenite::Error) -> Left {
+    match ws::close_code_for(error) {
+        Some(code) => {
+            tracing::debug!(%error, %code, "closing on bad input");
+            ws::close(socket, code, "").await;
+            Left::Refused
+        }
+        None => Left::Closed,
+    }
+}
+
+// ANCHOR: echo_session
+/// `GET /echo`: every text and binary message goes back to its sender, unchanged. The endpoint
+/// the Autobahn TestSuite checks: all of RFC 6455's framing, fragmentation, UTF-8 and closing
+/// rules are exercised through it.
+async fn echo_session(mut socket: WebSocket, app: Arc<App>) {
+    let _counted = app.echo_sockets.enter();
+    let config = &app.config;
+    let mut heartbeat = Heartbeat::new(config.ping_interval, config.idle_timeout);
+    loop {
+        tokio::select! {
+            incoming = socket.next() => {
+                heartbeat.heard();
+                match incoming {
+                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                        if !send_message(&mut socket, message, config).await {
+                            return;
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) => {
+                        let _ = tokio::time::timeout(ws::CLOSE_TIMEOUT, socket.flush()).await;
+                        return;
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => {
+                        refuse(&mut socket, &error).await;
+                        return;
+                    }
+                    None => return,
+                }
+            }
+            beat = heartbeat.beat() => match beat {
+                Beat::Ping => {
+                    if !send_message(&mut socket, Message::Ping(Default::default()), config).await {
+                        return;
+                    }
+                }
+                Beat::Silent => {
+                    ws::close(&mut socket, CloseCode::Policy, "silent: no answer to pings").await;
+                    return;
+                }
+            },
+            () = app.shutdown.requested() => {
+                ws::close(&mut socket, CloseCode::Away, "the server is shutting down").await;
+                return;
+            }
+        }
+    }
+}
+// ANCHOR_END: echo_session

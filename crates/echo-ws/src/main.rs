@@ -1,0 +1,44 @@
+//! `cargo run -p echo-ws [-- --port 3001 --allow-origin http://localhost:5173]`: serves the room
+//! and the echo until Ctrl-C. The demo itself is in `lib.rs`; this file only reads the arguments
+//! and binds.
+
+use clap::Parser;
+use realtime_kit::config::{self, ListenArgs};
+use realtime_kit::ws::OriginPolicy;
+
+/// A WebSocket broadcast room (`/ws`) and an RFC 6455 echo (`/echo`).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    listen: ListenArgs,
+
+    /// Also let pages from this origin connect (e.g. `http://localhost:5173`); repeat for more.
+    /// Pages of the server's own origin, and clients that send no `Origin`, always may.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+
+    /// Most clients in the room at once; the next one gets `503`.
+    #[arg(long, default_value_t = echo_ws::Config::default().max_clients)]
+    max_clients: usize,
+}
+
+#[tokio::main]
+async fn main() -> realtime_kit::Result<()> {
+    let args = Args::parse();
+    config::init_tracing();
+    let listener = config::listen("echo-ws", echo_ws::DEFAULT_PORT, &args.listen).await?;
+    let origins = args
+        .allow_origins
+        .iter()
+        .fold(OriginPolicy::same_origin(), |policy, origin| {
+            policy.allow(origin)
+        });
+    let room = echo_ws::Config {
+        origins,
+        max_clients: args.max_clients,
+        ..echo_ws::Config::default()
+    };
+    echo_ws::run(listener, room, config::shutdown_signal()).await;
+    Ok(())
+}

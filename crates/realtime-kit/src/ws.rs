@@ -1,0 +1,399 @@
+//! WebSocket (RFC 6455) on hyper: validating the opening handshake, checking `Origin`, the limits
+//! every socket gets, and taking the connection over after `101 Switching Protocols`.
+//!
+//! A demo calls [`upgrade`] from its handler and gets back the response to return (the `101`, or
+//! an error with a JSON body); the session it passes runs on the upgraded connection as a task
+//! that [`Shutdown`] tracks, because hyper no longer sees that connection once it is upgraded.
+//!
+//! ```text
+//! client                                   server
+//! GET /ws HTTP/1.1                 ──▶      check Origin, then the handshake headers
+//! Upgrade: websocket                        (tungstenite's create_response)
+//! Connection: Upgrade
+//! Sec-WebSocket-Version: 13
+//! Sec-WebSocket-Key: <16 random bytes, base64>
+//!                                  ◀──      HTTP/1.1 101 Switching Protocols
+//!                                           Sec-WebSocket-Accept: base64(SHA-1(key + GUID))
+//! frames both ways                 ◀─▶      the session (a task of its own)
+//! ```
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::respond;
+use crate::server::{Body, Shutdown};
+
+/// A WebSocket on a connection that hyper has handed over after the `101`.
+pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
+
+// ANCHOR: limits
+/// What one WebSocket may cost the server. Every field is a bound the server enforces; the
+/// comments say what happens at it. [`Limits::default`] suits many clients that send small
+/// messages (a chat room, a ticker); raise [`max_message_size`](Self::max_message_size) with
+/// [`Limits::with_max_message_size`] for an endpoint that must take big ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes read from the socket at a time. tungstenite allocates (and zero-fills) this buffer
+    /// up front for every connection: its default of 128 KiB costs ~134 KB per idle client, so
+    /// 10,000 idle clients would hold 1.3 GB. 4 KiB measured ~6.4 KB per idle connection; a
+    /// larger message is still read, in more steps.
+    pub read_buffer_size: usize,
+    /// The largest message a client may send, after reassembling its fragments. A larger one is
+    /// refused with Close 1009 (message too big) before it is buffered whole, so one client cannot
+    /// make the server allocate more than this.
+    pub max_message_size: usize,
+    /// The largest single frame. Equal to the message limit: a client may still fragment a
+    /// message, but no frame can be bigger than a whole message may be.
+    pub max_frame_size: usize,
+    /// The most bytes waiting to be written to one socket. Messages are flushed one by one, so
+    /// this only fills if the socket does; past it a write fails instead of buffering more. It
+    /// leaves room for the largest message this server sends: an echo of the biggest allowed
+    /// message, or a JSON envelope around it (escaping can make text up to 6 times longer).
+    pub max_write_buffer_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::with_max_message_size(64 * 1024)
+    }
+}
+
+impl Limits {
+    /// The default limits, accepting messages of up to `max_message_size` bytes.
+    pub const fn with_max_message_size(max_message_size: usize) -> Self {
+        Self {
+            read_buffer_size: 4 * 1024,
+            max_message_size,
+            max_frame_size: max_message_size,
+            max_write_buffer_size: 8 * max_message_size,
+        }
+    }
+
+    /// The tungstenite configuration that enforces these limits.
+    pub fn websocket_config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(self.read_buffer_size)
+            // Write each message at once instead of collecting 128 KiB first: push messages must
+            // leave now (the same reason the server sets TCP_NODELAY), and we flush each anyway.
+            .write_buffer_size(0)
+            .max_write_buffer_size(self.max_write_buffer_size)
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_frame_size))
+    }
+}
+// ANCHOR_END: limits
+
+// ANCHOR: origin
+/// Which web pages may open a WebSocket to this server: the server's own origin, plus any listed.
+///
+/// Why: a browser sends cookies with a WebSocket handshake to any site, and the same-origin
+/// policy does not apply to WebSocket. Without this check, any page a logged-in user visits
+/// could open a socket to us in their name and read what we send (cross-site WebSocket
+/// hijacking, CSWSH). Browsers always send `Origin` on a WebSocket handshake and a page cannot
+/// forge it, so checking it before the upgrade closes that hole.
+///
+/// A request without `Origin` is not from a browser page (a command-line client, a test, another
+/// server) and is allowed: those clients could send any `Origin` they like, so refusing them
+/// would protect nothing. Authentication, where a demo needs it, is a separate matter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OriginPolicy {
+    /// Origins allowed besides the server's own, in ASCII lowercase, e.g.
+    /// `https://app.example.com` (scheme, host and port if not the default: what browsers send).
+    also_allowed: Vec<String>,
+}
+
+impl OriginPolicy {
+    /// Allows pages of this server's own origin only.
+    pub fn same_origin() -> Self {
+        Self::default()
+    }
+
+    /// Also allows pages served from `origin` (e.g. `http://localhost:5173`). `*` allows any
+    /// origin, which turns the protection off; say so where you use it.
+    pub fn allow(mut self, origin: &str) -> Self {
+        self.also_allowed
+            .push(origin.trim_end_matches('/').to_ascii_lowercase());
+        self
+    }
+
+    /// `Ok` when the request may proceed, otherwise a `403` refusal.
+    ///
+    /// Same origin means the `Origin`'s host and port equal the `Host` the browser sent: the
+    /// page was loaded from the address it is now connecting to. The scheme is not compared, so
+    /// the check also holds behind a proxy that terminates TLS (the page is `https`, we see
+    /// plain HTTP).
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let origin = origin.to_str().unwrap_or("").to_ascii_lowercase();
+        let host = headers
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .map(str::to_ascii_lowercase);
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        let same_origin = authority.is_some() && authority == host.as_deref();
+        let listed = self
+            .also_allowed
+            .iter()
+            .any(|allowed| allowed == "*" || *allowed == origin);
+        if same_origin || listed {
+            Ok(())
+        } else {
+            Err(Refusal {
+                status: StatusCode::FORBIDDEN,
+                message: format!(
+                    "pages from origin {origin:?} may not connect here; \
+                     start the server with --allow-origin {origin} to allow them"
+                ),
+                hint: None,
+            })
+        }
+    }
+}
+// ANCHOR_END: origin
+
+// ANCHOR: handshake
+/// Checks the opening handshake of RFC 6455 section 4.2.1 and builds the `101 Switching
+/// Protocols` response, with `Sec-WebSocket-Accept` computed from the client's key. Anything else
+/// gets the error response a client can act on:
+///
+/// - no `Upgrade: websocket` / `Connection: Upgrade` (a browser opening the URL, `curl`):
+///   `426 Upgrade Required`, with `Upgrade: websocket` naming the protocol to use;
+/// - a `Sec-WebSocket-Version` other than 13: `426` with `Sec-WebSocket-Version: 13`, as
+///   section 4.4 asks, so the client can retry with a version we speak;
+/// - a missing or malformed `Sec-WebSocket-Key` (it must be 16 bytes in base64): `400`.
+///
+/// tungstenite does these checks in `create_response`; hyper does none of them, and
+/// tokio-tungstenite does not when it is given an already upgraded connection.
+pub fn handshake<B>(request: &Request<B>) -> Result<Response<Body>, Refusal> {
+    use tungstenite::handshake::server::create_response_with_body;
+    match create_response_with_body(request, || Empty::new().boxed_unsync()) {
+        Ok(switching_protocols) => Ok(switching_protocols),
+        Err(tungstenite::Error::Protocol(problem)) => Err(handshake_refusal(&problem)),
+        Err(other) => Err(Refusal {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("bad WebSocket handshake: {other}"),
+            hint: None,
+        }),
+    }
+}
+
+fn handshake_refusal(problem: &ProtocolError) -> Refusal {
+    let (status, message, hint) = match problem {
+        ProtocolError::MissingConnectionUpgradeHeader
+        | ProtocolError::MissingUpgradeWebSocketHeader => (
+            StatusCode::UPGRADE_REQUIRED,
+            "this is a WebSocket endpoint: connect with a WebSocket client \
+             (the request needs `Upgrade: websocket` and `Connection: Upgrade`)"
+                .to_owned(),
+            Some((header::UPGRADE, "websocket")),
+        ),
+        ProtocolError::MissingSecWebSocketVersionHeader => (
+            StatusCode::UPGRADE_REQUIRED,
+            "this server speaks WebSocket version 13 only (`Sec-WebSocket-Version: 13`)".to_owned(),
+            Some((header::SEC_WEBSOCKET_VERSION, "13")),
+        ),
+        other => (
+            StatusCode::BAD_REQUEST,
+            format!("bad WebSocket handshake: {other}"),
+            None,
+        ),
+    };
+    Refusal {
+        status,
+        message,
+        hint,
+    }
+}
+// ANCHOR_END: handshake
+
+/// Why a WebSocket request was refused before the upgrade: the status, a sentence for the
+/// client, and a header that says what to send instead (`Upgrade`, `Sec-WebSocket-Version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// 400, 403 or 426.
+    pub status: StatusCode,
+    /// What was wrong, for the JSON body.
+    pub message: String,
+    /// A header telling the client what this server wants.
+    pub hint: Option<(header::HeaderName, &'static str)>,
+}
+
+impl Refusal {
+    /// The response: the status, the hint header, and `{"error": message}`.
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = respond::error(self.status, &self.message);
+        if let Some((name, value)) = self.hint {
+            response
+                .headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+        }
+        response
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+// ANCHOR: upgrade
+/// Answers a WebSocket request: checks `Origin` and the handshake, and on success returns the
+/// `101` and runs `session` on the upgraded connection as a task that [`Shutdown`] waits for.
+/// The session must watch [`Shutdown::requested`] and close its socket (1001) when it fires.
+///
+/// The order matters: hyper hands the connection over only after it has written the `101`, so
+/// the task that awaits the upgrade is spawned first and the response returned after.
+/// The connection must be served with upgrades (the kit's [`crate::serve`] is).
+pub fn upgrade<S, F>(
+    mut request: Request<hyper::body::Incoming>,
+    origins: &OriginPolicy,
+    limits: Limits,
+    shutdown: &Shutdown,
+    session: S,
+) -> Response<Body>
+where
+    S: FnOnce(WebSocket) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    if let Err(forbidden) = origins.check(request.headers()) {
+        return forbidden.into_response();
+    }
+    let switching_protocols = match handshake(&request) {
+        Ok(response) => response,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let upgraded = hyper::upgrade::on(&mut request);
+    shutdown.spawn(async move {
+        match upgraded.await {
+            Ok(upgraded) => {
+                let config = limits.websocket_config();
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                session(socket).await;
+            }
+            // The client went away between the request and the 101.
+            Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+        }
+    });
+    switching_protocols
+}
+// ANCHOR_END: upgrade
+
+// ANCHOR: close_code
+/// The close code that tells a client why its input ended the connection (RFC 6455 section
+/// 7.4.1), or `None` when the connection is already gone and there is no one to tell.
+pub fn close_code_for(error: &tungstenite::Error) -> Option<CloseCode> {
+    match error {
+        // A message or frame over `Limits::max_message_size`/`max_frame_size`.
+        tungstenite::Error::Capacity(_) => Some(CloseCode::Size), // 1009
+        // A text message that is not valid UTF-8.
+        tungstenite::Error::Utf8(_) => Some(CloseCode::Invalid), // 1007
+        // The TCP connection dropped without a Close frame: nothing to send it on.
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        // Unmasked frames, reserved bits or opcodes, bad fragments, oversized control frames.
+        tungstenite::Error::Protocol(_) => Some(CloseCode::Protocol), // 1002
+        _ => None,
+    }
+}
+// ANCHOR_END: close_code
+
+// ANCHOR: heartbeat
+/// Finds clients that have gone silent. A TCP connection whose peer vanished (a laptop closed, a
+/// phone out of coverage) shows no sign of it until a write fails, which may take many minutes;
+/// meanwhile it holds a socket and a task. So the server sends a Ping every `ping_interval`,
+/// which a live client answers with a Pong (browsers do so by themselves), and counts a client
+/// silent when no frame at all has arrived for `idle_timeout`. The pings also keep proxies from
+/// closing an idle connection.
+#[derive(Debug)]
+pub struct Heartbeat {
+    /// When the next Ping is due.
+    ticker: tokio::time::Interval,
+    /// How long a client may send nothing at all.
+    idle_timeout: Duration,
+    /// When the client last sent any frame (a Pong, a Ping, a message).
+    last_heard: tokio::time::Instant,
+}
+
+/// What [`Heartbeat::beat`] asks the session to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    /// Send a Ping.
+    Ping,
+    /// Nothing has come from the client for longer than the timeout: close the connection.
+    Silent,
+}
+
+impl Heartbeat {
+    /// A heartbeat whose first Ping is one `ping_interval` from now.
+    pub fn new(ping_interval: Duration, idle_timeout: Duration) -> Self {
+        let now = tokio::time::Instant::now();
+        let mut ticker = tokio::time::interval_at(now + ping_interval, ping_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            ticker,
+            idle_timeout,
+            last_heard: now,
+        }
+    }
+
+    /// Records that a frame has arrived from the client.
+    pub fn heard(&mut self) {
+        self.last_heard = tokio::time::Instant::now();
+    }
+
+    /// Waits for the next beat. Cancel-safe, so it can be a branch of `select!`.
+    pub async fn beat(&mut self) -> Beat {
+        self.ticker.tick().await;
+        if self.last_heard.elapsed() > self.idle_timeout {
+            Beat::Silent
+        } else {
+            Beat::Ping
+        }
+    }
+}
+// ANCHOR_END: heartbeat
+
+/// How long closing may take: sending our Close frame, then waiting for the client's. A client
+/// that does not answer in time is dropped anyway (RFC 6455 section 7.1.1 lets the server close
+/// the TCP connection when the handshake does not complete).
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Starts the closing handshake with `code` and `reason`, then reads until the client answers
+/// or [`CLOSE_TIMEOUT`] passes. Messages that arrive meanwhile are discarded: we are leaving.
+pub async fn close(socket: &mut WebSocket, code: CloseCode, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let closing = async {
+        if socket.send(Message::Close(Some(frame))).await.is_ok() {
+            while let Some(Ok(_)) = socket.next().await {}
+        }
+    };
+    if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+        tracing::debug!("the client did not finish the closing handshake in time");
+    }
+}

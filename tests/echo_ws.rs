@@ -1,0 +1,660 @@
+//! echo-ws end to end: the real server on `127.0.0.1:0`, talked to by tokio-tungstenite as the
+//! client, or by a raw TCP socket where the exact bytes matter (the handshake, a frame that no
+//! correct client would send).
+//!
+//! Run with `cargo test --test echo_ws`. Heartbeats and timeouts are shortened here; every wait is
+//! bounded by a timeout, none is a bare sleep.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use echo_ws::Config;
+use futures_util::{SinkExt, StreamExt};
+use realtime_kit::client;
+use realtime_kit::ws::OriginPolicy;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Long enough for a loaded CI machine, short enough that a hang fails fast.
+const WAIT: Duration = Duration::from_secs(10);
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// An echo-ws server running in the test's runtime.
+struct TestServer {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    async fn start(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let signal = async {
+            let _ = stopped.await;
+        };
+        let task = tokio::spawn(echo_ws::run(listener, config, signal));
+        Self { addr, stop, task }
+    }
+
+    async fn default() -> Self {
+        Self::start(Config::default()).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Opens a WebSocket to `path` with extra request headers; the handshake's error if refused.
+    async fn try_connect(
+        &self,
+        path: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Client, tungstenite::Error> {
+        let mut request = format!("ws://{}{path}", self.addr)
+            .into_client_request()
+            .expect("a valid URL");
+        for (name, value) in headers {
+            request
+                .headers_mut()
+                .insert(*name, value.parse().expect("a valid header value"));
+        }
+        let (socket, _response) = within(tokio_tungstenite::connect_async(request)).await?;
+        Ok(socket)
+    }
+
+    async fn connect(&self, path: &str) -> Client {
+        self.try_connect(path, &[]).await.expect("connect")
+    }
+
+    /// Joins the room and reads the welcome: returns the client and its number.
+    async fn join(&self) -> (Client, u64) {
+        let mut socket = self.connect("/ws").await;
+        let welcome = next_json(&mut socket).await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        let id = welcome["client"].as_u64().expect("a client number");
+        (socket, id)
+    }
+
+    async fn stats(&self) -> Value {
+        let response = within(client::get(&self.url("/stats")))
+            .await
+            .expect("GET /stats");
+        assert_eq!(response.status, 200);
+        response.json().expect("stats are JSON")
+    }
+}
+
+/// Awaits `future`, failing the test if it takes longer than [`WAIT`].
+async fn within<T>(future: impl Future<Output = T>) -> T {
+    timeout(WAIT, future).await.expect("timed out")
+}
+
+/// The next data message (Pings and Pongs are skipped; tungstenite answers Pings by itself).
+async fn next_message(socket: &mut Client) -> Message {
+    loop {
+        let message = within(socket.next())
+            .await
+            .expect("the socket is still open")
+            .expect("no protocol error");
+        if !matches!(message, Message::Ping(_) | Message::Pong(_)) {
+            return message;
+        }
+    }
+}
+
+/// The next room event, parsed.
+async fn next_json(socket: &mut Client) -> Value {
+    match next_message(socket).await {
+        Message::Text(text) => serde_json::from_str(&text).expect("room events are JSON"),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// Reads room events until one matches `wanted`, and returns it.
+async fn next_json_where(socket: &mut Client, wanted: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let event = next_json(socket).await;
+        if wanted(&event) {
+            return event;
+        }
+    }
+}
+
+/// Reads until the server's Close frame, skipping everything before it.
+async fn close_frame(socket: &mut Client) -> CloseFrame {
+    loop {
+        match next_message(socket).await {
+            Message::Close(Some(frame)) => return frame,
+            Message::Close(None) => panic!("a Close frame without a code"),
+            _ => {}
+        }
+    }
+}
+
+// ANCHOR: accept_key
+/// The handshake of RFC 6455 section 1.3: for the example key `dGhlIHNhbXBsZSBub25jZQ==` the
+/// server must answer `Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=`, which is
+/// base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")). Sent byte for byte over TCP.
+#[tokio::test]
+async fn handshake_answers_the_rfc_example_key() {
+    use tungstenite::handshake::derive_accept_key;
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    assert_eq!(
+        derive_accept_key(key.as_bytes()),
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
+
+    let server = TestServer::default().await;
+    let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let request = format!(
+        "GET /echo HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    );
+    tcp.write_all(request.as_bytes()).await.expect("send");
+    let head = within(read_head(&mut tcp)).await.to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 101 switching protocols\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("\r\nupgrade: websocket\r\n"), "{head}");
+    assert!(
+        head.contains("\r\nsec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"),
+        "{head}"
+    );
+}
+// ANCHOR_END: accept_key
+
+/// Reads an HTTP response head (up to the blank line) from a raw socket.
+async fn read_head(tcp: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = tcp.read(&mut byte).await.expect("read");
+        assert_eq!(read, 1, "the server closed the connection");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).expect("an ASCII head")
+}
+
+/// `/echo` sends text and binary messages back unchanged, to the sender only.
+#[tokio::test]
+async fn echo_returns_text_and_binary() {
+    let server = TestServer::default().await;
+    let mut socket = server.connect("/echo").await;
+    let mut bystander = server.connect("/echo").await;
+    socket.send(Message::text("héllo")).await.expect("send");
+    assert_eq!(next_message(&mut socket).await, Message::text("héllo"));
+    let bytes = vec![0u8, 1, 2, 255];
+    socket
+        .send(Message::binary(bytes.clone()))
+        .await
+        .expect("send");
+    assert_eq!(next_message(&mut socket).await, Message::binary(bytes));
+    assert_eq!(server.stats().await["echo_sockets"], 2);
+
+    // The bystander got nothing: its next message is the echo of its own.
+    bystander.send(Message::text("mine")).await.expect("send");
+    assert_eq!(next_message(&mut bystander).await, Message::text("mine"));
+}
+
+// ANCHOR: broadcast_test
+/// Every text message reaches every client in the room, the sender too, in one order that all
+/// clients share, wrapped in JSON with the sender's number.
+#[tokio::test]
+async fn broadcast_reaches_three_clients_in_order() {
+    let server = TestServer::default().await;
+    let (mut a, id_a) = server.join().await;
+    let (mut b, id_b) = server.join().await;
+    let (mut c, _) = server.join().await;
+    let said = [
+        (id_a, "one"),
+        (id_b, "two"),
+        (id_a, "three"),
+        (id_b, "four"),
+    ];
+    for (from, text) in said {
+        let sender = if from == id_a { &mut a } else { &mut b };
+        sender.send(Message::text(text)).await.expect("send");
+    }
+    for client in [&mut a, &mut b, &mut c] {
+        let mut heard = Vec::new();
+        while heard.len() < said.len() {
+            let event = next_json(client).await;
+            if event["type"] == "message" {
+                heard.push(event);
+            }
+        }
+        let expected: Vec<Value> = said
+            .iter()
+            .map(|(from, text)| json!({ "type": "message", "from": from, "text": text }))
+            .collect();
+        assert_eq!(heard, expected);
+    }
+    assert_eq!(server.stats().await["messages_relayed"], 4);
+}
+// ANCHOR_END: broadcast_test
+
+/// A newcomer learns its number; everyone hears joins and leaves with the number of clients.
+#[tokio::test]
+async fn join_and_leave_notices_carry_the_client_count() {
+    let server = TestServer::default().await;
+    let mut first = server.connect("/ws").await;
+    assert_eq!(
+        next_json(&mut first).await,
+        json!({ "type": "welcome", "client": 1, "clients": 1 })
+    );
+    assert_eq!(
+        next_json(&mut first).await,
+        json!({ "type": "join", "client": 1, "clients": 1 })
+    );
+
+    let (mut second, id) = server.join().await;
+    assert_eq!(
+        next_json(&mut first).await,
+        json!({ "type": "join", "client": id, "clients": 2 })
+    );
+    assert_eq!(server.stats().await["clients"], 2);
+
+    second.close(None).await.expect("close");
+    assert_eq!(
+        next_json(&mut first).await,
+        json!({ "type": "leave", "client": id, "clients": 1, "reason": "closed" })
+    );
+    assert_eq!(server.stats().await["clients"], 1);
+}
+
+/// The room relays text only: a binary message closes the socket with 1003 (unsupported data).
+#[tokio::test]
+async fn binary_in_the_room_closes_with_1003() {
+    let server = TestServer::default().await;
+    let (mut socket, _) = server.join().await;
+    socket
+        .send(Message::binary(vec![1, 2, 3]))
+        .await
+        .expect("send");
+    assert_eq!(u16::from(close_frame(&mut socket).await.code), 1003);
+}
+
+/// A message over the room's 64 KiB limit closes the socket with 1009 (message too big), and
+/// the server goes on serving others.
+#[tokio::test]
+async fn oversize_message_closes_with_1009() {
+    let server = TestServer::default().await;
+    let (mut socket, _) = server.join().await;
+    let too_big = "x".repeat(Config::default().room_limits.max_message_size + 1);
+    socket.send(Message::text(too_big)).await.expect("send");
+    assert_eq!(u16::from(close_frame(&mut socket).await.code), 1009);
+
+    let (mut other, _) = server.join().await;
+    other.send(Message::text("still here")).await.expect("send");
+    next_json_where(&mut other, |event| event["text"] == "still here").await;
+}
+
+/// A text frame that is not UTF-8 closes the socket with 1007 (invalid data). tungstenite's
+/// client will not send such a frame, so this test writes the handshake and the frame itself.
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    let server = TestServer::default().await;
+    let mut tcp = raw_handshake(&server, "/ws").await;
+
+    // FIN + text opcode; MASK bit + length 2; a masking key; 0xFF 0xFE masked with it.
+    // A client must mask every frame (RFC 6455 section 5.3), or the server fails the connection.
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let payload = [0xFF ^ mask[0], 0xFE ^ mask[1]];
+    let mut frame = vec![0x81, 0x80 | 2];
+    frame.extend_from_slice(&mask);
+    frame.extend_from_slice(&payload);
+    tcp.write_all(&frame).await.expect("send frame");
+
+    assert_eq!(within(raw_close_code(&mut tcp)).await, 1007);
+}
+
+/// Opens a WebSocket to `path` by hand: the handshake written and the `101` read over TCP.
+async fn raw_handshake(server: &TestServer, path: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    );
+    tcp.write_all(request.as_bytes()).await.expect("send");
+    let head = within(read_head(&mut tcp)).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp
+}
+
+/// Reads raw frames, skipping text and Ping frames, up to the Close frame; returns its code.
+async fn raw_close_code(tcp: &mut TcpStream) -> u16 {
+    loop {
+        let (opcode, payload) = read_server_frame(tcp).await;
+        match opcode {
+            0x8 => {
+                assert!(payload.len() >= 2, "a Close frame with a code");
+                return u16::from_be_bytes([payload[0], payload[1]]);
+            }
+            0x1 | 0x9 => continue,
+            other => panic!("unexpected opcode {other:#x} before the Close"),
+        }
+    }
+}
+
+/// Reads one unfragmented frame sent by the server (servers never mask): opcode and payload.
+async fn read_server_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut header = [0u8; 2];
+    tcp.read_exact(&mut header).await.expect("frame header");
+    let length = match header[1] & 0x7F {
+        126 => u64::from(tcp.read_u16().await.expect("16-bit length")),
+        127 => tcp.read_u64().await.expect("64-bit length"),
+        short => u64::from(short),
+    };
+    let mut payload = vec![0u8; usize::try_from(length).expect("a small frame")];
+    tcp.read_exact(&mut payload).await.expect("frame payload");
+    (header[0] & 0x0F, payload)
+}
+
+// ANCHOR: origin_test
+/// A page from another origin gets `403` before the upgrade (cross-site WebSocket hijacking);
+/// the server's own origin, an allowed one, and clients that send no `Origin` get in.
+#[tokio::test]
+async fn foreign_origin_is_refused_with_403() {
+    let server = TestServer::start(Config {
+        origins: OriginPolicy::same_origin().allow("http://localhost:5173"),
+        ..Config::default()
+    })
+    .await;
+    let refused = server
+        .try_connect("/ws", &[("origin", "https://evil.example")])
+        .await;
+    match refused {
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+            let body: Value =
+                serde_json::from_slice(response.body().as_deref().expect("a body")).expect("JSON");
+            assert!(
+                body["error"]
+                    .as_str()
+                    .expect("an error")
+                    .contains("evil.example")
+            );
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+    let own = format!("http://{}", server.addr);
+    for origin in [own.as_str(), "http://localhost:5173"] {
+        let mut socket = server
+            .try_connect("/ws", &[("origin", origin)])
+            .await
+            .unwrap_or_else(|error| panic!("{origin} refused: {error}"));
+        assert_eq!(next_json(&mut socket).await["type"], "welcome");
+    }
+    server.connect("/ws").await; // no Origin: not a browser page
+}
+// ANCHOR_END: origin_test
+
+/// A plain GET of a WebSocket endpoint, a wrong version and a bad key are refused with a JSON
+/// error and the header that says what to send instead; nothing panics.
+#[tokio::test]
+async fn plain_get_and_bad_handshakes_get_4xx_with_json() {
+    let server = TestServer::default().await;
+    let plain = within(client::get(&server.url("/ws"))).await.expect("GET");
+    assert_eq!(plain.status, 426);
+    assert_eq!(plain.headers["upgrade"], "websocket");
+    assert!(
+        plain.json().expect("JSON")["error"]
+            .as_str()
+            .expect("an error")
+            .contains("WebSocket")
+    );
+
+    let upgrade = [("upgrade", "websocket"), ("connection", "Upgrade")];
+    let key = ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    let old_version = [upgrade[0], upgrade[1], key, ("sec-websocket-version", "8")];
+    let bad_key = [
+        upgrade[0],
+        upgrade[1],
+        ("sec-websocket-key", "short"),
+        ("sec-websocket-version", "13"),
+    ];
+    let echo = server.url("/echo");
+    let old_version = within(client::fetch(
+        http::Method::GET,
+        &echo,
+        &old_version,
+        Vec::new(),
+    ))
+    .await
+    .expect("request");
+    assert_eq!(old_version.status, 426);
+    assert_eq!(old_version.headers["sec-websocket-version"], "13");
+    assert!(old_version.json().expect("JSON")["error"].is_string());
+    let bad_key = within(client::fetch(
+        http::Method::GET,
+        &echo,
+        &bad_key,
+        Vec::new(),
+    ))
+    .await
+    .expect("request");
+    assert_eq!(bad_key.status, 400);
+    assert!(bad_key.json().expect("JSON")["error"].is_string());
+}
+
+/// A Ping from the client is answered with a Pong carrying the same payload.
+#[tokio::test]
+async fn ping_is_answered_with_pong() {
+    let server = TestServer::default().await;
+    for path in ["/ws", "/echo"] {
+        let mut socket = server.connect(path).await;
+        socket
+            .send(Message::Ping("are you there".into()))
+            .await
+            .expect("send");
+        let pong = within(async {
+            loop {
+                match socket.next().await.expect("open").expect("no error") {
+                    Message::Pong(payload) => return payload,
+                    _ => continue,
+                }
+            }
+        })
+        .await;
+        assert_eq!(&pong[..], b"are you there", "{path}");
+    }
+}
+
+/// A client that stops answering pings is closed (1008) after the idle timeout and counted as
+/// having left, with the reason `silent`.
+#[tokio::test]
+async fn silent_client_is_dropped_after_the_timeout() {
+    let server = TestServer::start(Config {
+        ping_interval: Duration::from_millis(50),
+        idle_timeout: Duration::from_millis(200),
+        ..Config::default()
+    })
+    .await;
+    let (mut watcher, watcher_id) = server.join().await;
+    // A raw socket that never answers a Ping: what a vanished client looks like.
+    let mut silent = raw_handshake(&server, "/ws").await;
+    let joined = next_json_where(&mut watcher, |event| {
+        event["type"] == "join" && event["client"] != watcher_id
+    })
+    .await;
+    let silent_id = joined["client"].clone();
+
+    // The watcher reads all the time, so it answers its pings and stays.
+    let leave = next_json_where(&mut watcher, |event| event["type"] == "leave").await;
+    assert_eq!(
+        leave,
+        json!({ "type": "leave", "client": silent_id, "clients": 1, "reason": "silent" })
+    );
+    assert_eq!(server.stats().await["clients"], 1);
+    // Before giving up, the server said why: Close 1008 (policy violation), after its pings.
+    assert_eq!(within(raw_close_code(&mut silent)).await, 1008);
+}
+
+/// On shutdown every open socket (room and echo) receives Close 1001 (going away), and `run`
+/// returns well within the grace period.
+#[tokio::test]
+async fn shutdown_sends_1001_and_run_returns() {
+    let server = TestServer::default().await;
+    let (mut room, _) = server.join().await;
+    let mut echo = server.connect("/echo").await;
+    echo.send(Message::text("up?")).await.expect("send");
+    next_message(&mut echo).await;
+
+    let started = std::time::Instant::now();
+    server.stop.send(()).expect("the server is running");
+    for socket in [&mut room, &mut echo] {
+        assert_eq!(u16::from(close_frame(socket).await.code), 1001);
+        // The client answers the Close (tokio-tungstenite does while reading) and the stream ends.
+        assert!(within(socket.next()).await.is_none());
+    }
+    within(server.task).await.expect("run returned");
+    assert!(
+        started.elapsed() < realtime_kit::server::GRACE_PERIOD,
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+}
+
+// ANCHOR: slow_client_test
+/// A client that stops reading does not hold up the room: the others receive every message, in
+/// order, while it is cut off (`too_slow`) once its socket is full and a write times out, or it
+/// falls a whole backlog behind. If one slow reader could block the fan-out, the sender below,
+/// which waits for each of its own messages to come back, would stall and time out.
+#[tokio::test]
+async fn slow_client_is_cut_off_without_delaying_the_others() {
+    let server = TestServer::start(Config {
+        send_timeout: Duration::from_millis(300),
+        backlog: 16,
+        ..Config::default()
+    })
+    .await;
+    let (mut sender, sender_id) = server.join().await;
+    let (mut watcher, _) = server.join().await;
+    let (slow, slow_id) = server.join().await; // never reads again
+
+    let slow_is_gone = Arc::new(AtomicBool::new(false));
+    let watching = tokio::spawn({
+        let slow_is_gone = slow_is_gone.clone();
+        async move {
+            let mut texts = Vec::new();
+            loop {
+                let event = next_json(&mut watcher).await;
+                match event["type"].as_str() {
+                    Some("message") if event["text"] == "end" => return (texts, watcher),
+                    Some("message") => texts.push(event["text"].as_str().unwrap_or("").to_owned()),
+                    Some("leave") => {
+                        assert_eq!(event["client"], slow_id);
+                        assert_eq!(event["reason"], "too_slow");
+                        slow_is_gone.store(true, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+
+    // 16 KiB messages fill the slow client's socket buffers after a few hundred; 4,000 (64 MB)
+    // is far more than any loopback buffer holds, so the loop ends by the slow client leaving.
+    let padding = "x".repeat(16 * 1024);
+    let mut sent = Vec::new();
+    while !slow_is_gone.load(Ordering::Relaxed) {
+        assert!(sent.len() < 4000, "the slow client was never cut off");
+        let text = format!("{} {padding}", sent.len());
+        sender
+            .send(Message::text(text.clone()))
+            .await
+            .expect("send");
+        next_json_where(&mut sender, |event| {
+            event["from"] == sender_id && event["text"] == text.as_str()
+        })
+        .await;
+        sent.push(text);
+    }
+    sender.send(Message::text("end")).await.expect("send");
+    let (received, _watcher) = within(watching)
+        .await
+        .expect("the watcher saw every message");
+    assert_eq!(received, sent, "the watcher got every message, in order");
+    assert_eq!(server.stats().await["clients"], 2);
+    drop(slow);
+}
+// ANCHOR_END: slow_client_test
+
+/// A full room refuses the next client with `503` and a JSON error, before the upgrade.
+#[tokio::test]
+async fn full_room_is_503() {
+    let server = TestServer::start(Config {
+        max_clients: 1,
+        ..Config::default()
+    })
+    .await;
+    let _first = server.join().await;
+    match server.try_connect("/ws", &[]).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("expected 503, got {other:?}"),
+    }
+}
+
+/// Unknown paths get 404, wrong methods 405 with `Allow`, and `/stats` is JSON.
+#[tokio::test]
+async fn routes_answer_404_405_and_stats() {
+    let server = TestServer::default().await;
+    let missing = within(client::get(&server.url("/nope")))
+        .await
+        .expect("GET");
+    assert_eq!(missing.status, 404);
+    assert!(missing.json().expect("JSON")["error"].is_string());
+    for path in ["/", "/ws", "/echo", "/stats"] {
+        let wrong = within(client::fetch(
+            http::Method::POST,
+            &server.url(path),
+            &[],
+            Vec::new(),
+        ))
+        .await
+        .expect("POST");
+        assert_eq!(wrong.status, 405, "POST {path}");
+        assert_eq!(wrong.headers["allow"], "GET");
+    }
+    assert_eq!(
+        server.stats().await,
+        json!({ "clients": 0, "messages_relayed": 0, "echo_sockets": 0 })
+    );
+}
+
+/// The page opens a WebSocket to `/ws`, reconnects by itself (a WebSocket does not), and shows
+/// messages as text (`textContent`/text nodes), never as HTML.
+#[tokio::test]
+async fn page_connects_reconnects_and_never_renders_html() {
+    let server = TestServer::default().await;
+    let page = within(client::get(&server.url("/"))).await.expect("GET /");
+    assert_eq!(page.status, 200);
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    let html = page.text();
+    assert!(html.contains("new WebSocket(url)"));
+    assert!(html.contains(r#"+ "/ws""#));
+    assert!(html.contains("setTimeout(connect, delay)"));
+    assert!(html.contains("Math.random()"), "reconnects with jitter");
+    assert!(html.contains("createTextNode(text)"));
+    assert!(
+        !html.contains("innerHTML"),
+        "messages must never be parsed as HTML"
+    );
+}
