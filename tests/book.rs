@@ -196,6 +196,36 @@ fn every_include_resolves_to_code() {
     );
 }
 
+/// Every image a chapter shows (`![alt](path)`) is a file in the book, so no page shows a broken
+/// picture.
+#[test]
+fn every_image_exists() {
+    let mut missing = Vec::new();
+    for chapter in markdown_files(&book_root().join("src")) {
+        let text = fs::read_to_string(&chapter).expect("read chapter");
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("![") {
+            rest = &rest[at + 2..];
+            // The alt text ends at the first `]`; `#![attr]` in prose is no image.
+            let Some(close) = rest.find(']') else { break };
+            let Some(target) = rest[close..].strip_prefix("](") else {
+                continue;
+            };
+            let path = &target[..target.find(')').unwrap_or(target.len())];
+            let path = path.split_whitespace().next().unwrap_or("");
+            let file = chapter.parent().expect("chapter directory").join(path);
+            if !path.contains("://") && !file.is_file() {
+                missing.push(format!("{}: {path}", chapter.display()));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "missing images:\n{}",
+        missing.join("\n")
+    );
+}
+
 /// The checker itself catches a missing file, a missing anchor, an empty block and a wrong
 /// fence, so a green run of the test above means something.
 #[test]
