@@ -75,9 +75,19 @@ impl EventStream {
     /// `Last-Event-ID`), and returns as soon as the response headers have arrived, whatever the
     /// status: check [`status`](Self::status).
     pub async fn connect(url: &str, headers: &[(&str, &str)]) -> crate::Result<Self> {
+        Self::over(connect_to(url).await?, url, headers).await
+    }
+
+    /// Like [`connect`](Self::connect), over a TCP connection the caller opened already (the
+    /// load generator opens them from several source addresses).
+    pub async fn over(
+        stream: TcpStream,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> crate::Result<Self> {
         let mut all = vec![(header::ACCEPT.as_str(), "text/event-stream")];
         all.extend_from_slice(headers);
-        let (parts, body) = send(Method::GET, url, &all, Bytes::new())
+        let (parts, body) = send_on(stream, Method::GET, url, &all, Bytes::new())
             .await?
             .into_parts();
         Ok(Self {
@@ -125,21 +135,39 @@ impl EventStream {
     }
 }
 
+/// Opens a TCP connection to the host and port of an `http://` URL.
+pub async fn connect_to(url: &str) -> crate::Result<TcpStream> {
+    let uri: Uri = url.parse()?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("{url}: only http:// URLs are supported").into());
+    }
+    let Some(host) = uri.host() else {
+        return Err(format!("{url}: the URL has no host").into());
+    };
+    let port = uri.port_u16().unwrap_or(80);
+    Ok(TcpStream::connect((host.trim_matches(['[', ']']), port)).await?)
+}
+
 async fn send(
     method: Method,
     url: &str,
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> crate::Result<Response<Incoming>> {
+    send_on(connect_to(url).await?, method, url, headers, body).await
+}
+
+async fn send_on(
+    stream: TcpStream,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> crate::Result<Response<Incoming>> {
     let uri: Uri = url.parse()?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("{url}: only http:// URLs are supported").into());
-    }
-    let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
+    let Some(authority) = uri.authority() else {
         return Err(format!("{url}: the URL has no host").into());
     };
-    let stream =
-        TcpStream::connect((host.trim_matches(['[', ']']), uri.port_u16().unwrap_or(80))).await?;
     stream.set_nodelay(true)?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;

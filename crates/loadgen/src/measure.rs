@@ -1,0 +1,169 @@
+//! What loadgen measures besides its own clients: a process's memory and CPU time from `/proc`,
+//! latency percentiles from an HDR histogram, and the report that puts them side by side.
+
+use std::fmt;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde_json::{Map, Value, json};
+
+/// Memory and CPU time of one process at one moment, read from `/proc/<pid>/`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Usage {
+    /// Resident set size: the memory the process really occupies, in KiB.
+    pub(crate) rss_kib: u64,
+    /// User plus system CPU time since the process started.
+    pub(crate) cpu: Duration,
+}
+
+impl Usage {
+    /// Reads `pid`'s usage, or this process's with `None`.
+    pub(crate) fn of(pid: Option<u32>) -> std::io::Result<Self> {
+        let dir = pid.map_or_else(|| "/proc/self".to_owned(), |pid| format!("/proc/{pid}"));
+        let status = std::fs::read_to_string(format!("{dir}/status"))?;
+        let rss_kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        // Fields 14 and 15 (utime, stime) in clock ticks; count from after the command name,
+        // which is in parentheses and may contain spaces.
+        let stat = std::fs::read_to_string(format!("{dir}/stat"))?;
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+            .sum();
+        let per_second = rustix::param::clock_ticks_per_second().max(1);
+        Ok(Self {
+            rss_kib,
+            cpu: Duration::from_secs_f64(ticks as f64 / per_second as f64),
+        })
+    }
+}
+
+/// Latencies in microseconds, from 1 µs to 10 minutes with three significant digits.
+pub(crate) struct Latencies(Histogram<u64>);
+
+impl Latencies {
+    pub(crate) fn new() -> Self {
+        Self(Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"))
+    }
+
+    pub(crate) fn record(&mut self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.0.saturating_record(micros.max(1));
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    fn millis(&self, quantile: f64) -> f64 {
+        self.0.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    fn summary(&self) -> (String, Value) {
+        if self.0.is_empty() {
+            return ("none recorded".to_owned(), Value::Null);
+        }
+        let (p50, p90, p99, max) = (
+            self.millis(0.5),
+            self.millis(0.9),
+            self.millis(0.99),
+            self.0.max() as f64 / 1000.0,
+        );
+        (
+            format!(
+                "p50 {p50:.2} ms, p90 {p90:.2} ms, p99 {p99:.2} ms, max {max:.2} ms ({} samples)",
+                self.0.len()
+            ),
+            json!({ "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max, "samples": self.0.len() }),
+        )
+    }
+}
+
+/// The result of one run: rows for people, the same facts as one JSON object for scripts.
+pub(crate) struct Report {
+    rows: Vec<(String, String)>,
+    fields: Map<String, Value>,
+}
+
+impl Report {
+    pub(crate) fn new(scenario: &str) -> Self {
+        let mut report = Self {
+            rows: Vec::new(),
+            fields: Map::new(),
+        };
+        report.add("scenario", "scenario", json!(scenario), scenario.to_owned());
+        report
+    }
+
+    /// Adds one fact: its JSON key and value, and its row in the table.
+    pub(crate) fn add(&mut self, key: &str, label: &str, value: Value, text: String) {
+        self.fields.insert(key.to_owned(), value);
+        self.rows.push((label.to_owned(), text));
+    }
+
+    pub(crate) fn latencies(&mut self, key: &str, label: &str, latencies: &Latencies) {
+        let (text, value) = latencies.summary();
+        self.add(key, label, value, text);
+    }
+
+    /// The server's memory per connection and CPU time, and loadgen's CPU time, over a window.
+    pub(crate) fn usage(
+        &mut self,
+        connections: usize,
+        server: Option<(Usage, Usage)>,
+        loadgen: (Usage, Usage),
+    ) {
+        if let Some((before, after)) = server {
+            let grown = after.rss_kib.saturating_sub(before.rss_kib);
+            let per_connection = grown as f64 / connections.max(1) as f64;
+            self.add(
+                "server_rss_kib",
+                "server memory",
+                json!({ "before": before.rss_kib, "after": after.rss_kib, "per_connection": per_connection }),
+                format!(
+                    "{:.1} MiB before, {:.1} MiB after: {per_connection:.2} KiB per connection",
+                    before.rss_kib as f64 / 1024.0,
+                    after.rss_kib as f64 / 1024.0
+                ),
+            );
+            let cpu = after.cpu.saturating_sub(before.cpu);
+            self.add(
+                "server_cpu_s",
+                "server CPU",
+                json!(cpu.as_secs_f64()),
+                format!("{:.3} s", cpu.as_secs_f64()),
+            );
+        }
+        let cpu = loadgen.1.cpu.saturating_sub(loadgen.0.cpu);
+        self.add(
+            "loadgen_cpu_s",
+            "loadgen CPU",
+            json!(cpu.as_secs_f64()),
+            format!("{:.3} s", cpu.as_secs_f64()),
+        );
+    }
+
+    pub(crate) fn to_json(&self) -> String {
+        Value::Object(self.fields.clone()).to_string()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self
+            .rows
+            .iter()
+            .map(|(label, _)| label.len())
+            .max()
+            .unwrap_or(0);
+        for (label, text) in &self.rows {
+            writeln!(f, "{label:<width$}  {text}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,544 @@
+//! The scenarios: each connects its clients, measures one thing, and returns a [`Report`].
+//! Clients live in a `JoinSet`; dropping it at the end aborts their tasks, which closes every
+//! connection.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use realtime_kit::client::{self, EventStream};
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::Common;
+use crate::clients::{Opened, open_all, progress_bar};
+use crate::measure::{Latencies, Report, Usage};
+
+type WebSocket = WebSocketStream<TcpStream>;
+
+/// How long one fan-out round may take before the missing clients are counted as missed.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A marker unique to this run, so messages left from earlier runs (a chat backlog) never count.
+fn run_marker() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("lg{}x{nanos}", std::process::id())
+}
+
+async fn open_sse(common: &Common, url: &str) -> realtime_kit::Result<Opened<EventStream>> {
+    open_all(common, common.clients, |_, tcp| async move {
+        let stream = EventStream::over(tcp, url, &[]).await?;
+        if stream.status() != 200 {
+            return Err(format!("{url} answered {}", stream.status()).into());
+        }
+        Ok(stream)
+    })
+    .await
+}
+
+/// Client-side limits like the server's: a small read buffer keeps 10,000 clients cheap.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(1 << 20))
+}
+
+async fn open_ws(common: &Common, count: usize) -> realtime_kit::Result<Opened<WebSocket>> {
+    let url = common.url.as_str();
+    open_all(common, count, |_, tcp| async move {
+        let (socket, _) =
+            tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config())).await?;
+        Ok(socket)
+    })
+    .await
+}
+
+fn connections_row<T>(report: &mut Report, requested: usize, opened: &Opened<T>) {
+    let mut text = format!(
+        "{} of {requested} connected in {:.2} s, {} failed",
+        opened.clients.len(),
+        opened.elapsed.as_secs_f64(),
+        opened.failed
+    );
+    if let Some(error) = &opened.first_error {
+        text.push_str(&format!(" (first error: {error})"));
+    }
+    report.add(
+        "clients",
+        "clients",
+        json!({ "requested": requested, "connected": opened.clients.len(), "failed": opened.failed,
+                "connect_s": opened.elapsed.as_secs_f64() }),
+        text,
+    );
+}
+
+fn server_usage(common: &Common) -> realtime_kit::Result<Option<Usage>> {
+    Ok(common
+        .server_pid
+        .map(|pid| Usage::of(Some(pid)))
+        .transpose()?)
+}
+
+/// Holds `count` connections open for `hold`, counting those the server closes meanwhile.
+async fn hold_idle(
+    common: &Common,
+    name: &str,
+    hold: Duration,
+    tasks: JoinSet<()>,
+    closed: Arc<AtomicUsize>,
+    mut report: Report,
+    before: (Option<Usage>, Usage),
+) -> realtime_kit::Result<Report> {
+    let connected = tasks.len();
+    let hold = hold.min(common.deadline);
+    let progress = progress_bar(hold.as_secs(), "holding");
+    let until = Instant::now() + hold;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_secs(1).min(until - Instant::now())).await;
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let server = before.0.zip(server_usage(common)?);
+    report.usage(connected, server, (before.1, Usage::of(None)?));
+    let dropped = closed.load(Ordering::Relaxed);
+    report.add(
+        "closed_by_server",
+        "closed early",
+        json!(dropped),
+        format!("{dropped} of {connected} {name} ended while held"),
+    );
+    drop(tasks);
+    Ok(report)
+}
+
+/// `sse-idle`: hold N streams; the server's RSS growth divided by N is its memory per stream.
+pub(crate) async fn sse_idle(common: &Common, hold: Duration) -> realtime_kit::Result<Report> {
+    let mut report = Report::new("sse-idle");
+    let before = (server_usage(common)?, Usage::of(None)?);
+    let opened = open_sse(common, &common.url).await?;
+    connections_row(&mut report, common.clients, &opened);
+    let closed = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    for mut stream in opened.clients {
+        let closed = closed.clone();
+        tasks.spawn(async move {
+            while let Ok(Some(_)) = stream.next_event().await {}
+            closed.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    hold_idle(common, "streams", hold, tasks, closed, report, before).await
+}
+
+/// `ws-idle`: hold N WebSockets; the server's RSS growth divided by N is its memory per socket.
+pub(crate) async fn ws_idle(common: &Common, hold: Duration) -> realtime_kit::Result<Report> {
+    let mut report = Report::new("ws-idle");
+    let before = (server_usage(common)?, Usage::of(None)?);
+    let opened = open_ws(common, common.clients).await?;
+    connections_row(&mut report, common.clients, &opened);
+    let closed = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    for mut socket in opened.clients {
+        let closed = closed.clone();
+        // Reading answers the server's pings (tungstenite queues the pong and flushes it).
+        tasks.spawn(async move {
+            while let Some(Ok(_)) = socket.next().await {}
+            closed.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    hold_idle(common, "sockets", hold, tasks, closed, report, before).await
+}
+
+/// First and last arrival of one message (a tick, a post) across all clients.
+#[derive(Debug, Clone, Copy)]
+struct Arrivals {
+    first: Instant,
+    last: Instant,
+    count: usize,
+}
+
+/// `clock-spread`: for each tick, the time from the first to the last client receiving it.
+pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::Result<Report> {
+    let mut report = Report::new("clock-spread");
+    let before = (server_usage(common)?, Usage::of(None)?);
+    let opened = open_sse(common, &common.url).await?;
+    connections_row(&mut report, common.clients, &opened);
+    let connected = opened.clients.len();
+    let arrivals: Arc<Mutex<HashMap<u64, Arrivals>>> = Arc::default();
+    let mut tasks = JoinSet::new();
+    for mut stream in opened.clients {
+        let arrivals = arrivals.clone();
+        tasks.spawn(async move {
+            while let Ok(Some(event)) = stream.next_event().await {
+                let now = Instant::now();
+                let Ok(id) = event.last_event_id.parse::<u64>() else {
+                    continue;
+                };
+                let mut arrivals = arrivals.lock().expect("no panics while locked");
+                arrivals
+                    .entry(id)
+                    .and_modify(|tick| {
+                        tick.last = now;
+                        tick.count += 1;
+                    })
+                    .or_insert(Arrivals {
+                        first: now,
+                        last: now,
+                        count: 1,
+                    });
+            }
+        });
+    }
+    // Measure only ticks that start after every client is connected and reading: wait until
+    // one tick has reached them all (each gets the current tick as soon as it connects).
+    let newest = || {
+        arrivals
+            .lock()
+            .expect("no panics while locked")
+            .keys()
+            .max()
+            .copied()
+            .unwrap_or(0)
+    };
+    let all_reading = || {
+        let arrivals = arrivals.lock().expect("no panics while locked");
+        arrivals.values().any(|tick| tick.count >= connected)
+    };
+    let deadline = Instant::now() + common.deadline;
+    while !all_reading() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = newest() + 1;
+    let last = first + ticks - 1;
+    let progress = progress_bar(ticks, "ticks");
+    while newest() <= last && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        progress.set_position(newest().saturating_sub(first));
+    }
+    // Give the last tick's stragglers their time.
+    tokio::time::sleep(ROUND_TIMEOUT.min(Duration::from_secs(1))).await;
+    progress.finish_and_clear();
+    let mut spread = Latencies::new();
+    let mut incomplete = 0;
+    for (_, tick) in arrivals
+        .lock()
+        .expect("no panics while locked")
+        .iter()
+        .filter(|(id, _)| (first..=last).contains(*id))
+    {
+        spread.record(tick.last - tick.first);
+        if tick.count < connected {
+            incomplete += 1;
+        }
+    }
+    report.latencies("tick_spread", "tick spread", &spread);
+    report.add(
+        "incomplete_ticks",
+        "incomplete ticks",
+        json!(incomplete),
+        format!("{incomplete} of {} ticks missed some client", spread.len()),
+    );
+    report.usage(
+        connected,
+        before.0.zip(server_usage(common)?),
+        (before.1, Usage::of(None)?),
+    );
+    drop(tasks);
+    Ok(report)
+}
+
+/// Per-round bookkeeping of a fan-out: when it was sent, and when each client got it.
+struct Rounds {
+    marker: String,
+    sent: Mutex<Vec<Option<Instant>>>,
+    every: Mutex<Latencies>,
+    last: Mutex<Vec<Option<Arrivals>>>,
+}
+
+impl Rounds {
+    fn new(count: u64) -> Arc<Self> {
+        Arc::new(Self {
+            marker: run_marker(),
+            sent: Mutex::new(vec![None; count as usize]),
+            every: Mutex::new(Latencies::new()),
+            last: Mutex::new(vec![None; count as usize]),
+        })
+    }
+
+    fn text(&self, round: u64) -> String {
+        format!("{}-{round}-end", self.marker)
+    }
+
+    /// Records an arrival if `text` carries one of this run's rounds.
+    fn arrived(&self, text: &str, now: Instant) {
+        let Some(round) = text
+            .split_once(&format!("{}-", self.marker))
+            .and_then(|(_, rest)| rest.split_once("-end"))
+            .and_then(|(round, _)| round.parse::<usize>().ok())
+        else {
+            return;
+        };
+        let Some(Some(sent)) = self.sent.lock().expect("unpoisoned").get(round).copied() else {
+            return;
+        };
+        self.every.lock().expect("unpoisoned").record(now - sent);
+        if let Some(slot) = self.last.lock().expect("unpoisoned").get_mut(round) {
+            let arrivals = slot.get_or_insert(Arrivals {
+                first: now,
+                last: now,
+                count: 0,
+            });
+            arrivals.last = now;
+            arrivals.count += 1;
+        }
+    }
+
+    fn count(&self, round: u64) -> usize {
+        self.last.lock().expect("unpoisoned")[round as usize].map_or(0, |a| a.count)
+    }
+
+    /// Marks `round` as sent now and returns the text to send for it.
+    fn start(&self, round: u64) -> String {
+        self.sent.lock().expect("unpoisoned")[round as usize] = Some(Instant::now());
+        self.text(round)
+    }
+
+    /// Waits until every client has `round`, or [`ROUND_TIMEOUT`].
+    async fn wait(&self, round: u64, clients: usize) {
+        let until = Instant::now() + ROUND_TIMEOUT;
+        while self.count(round) < clients && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn report(&self, report: &mut Report, clients: usize) {
+        let sent = self.sent.lock().expect("unpoisoned");
+        let mut last = Latencies::new();
+        let mut missed = 0;
+        for (sent, arrivals) in sent
+            .iter()
+            .zip(self.last.lock().expect("unpoisoned").iter())
+        {
+            let (Some(sent), Some(arrivals)) = (sent, arrivals) else {
+                continue;
+            };
+            last.record(arrivals.last - *sent);
+            missed += clients.saturating_sub(arrivals.count);
+        }
+        report.latencies("to_last_client", "to the last client", &last);
+        report.latencies(
+            "to_every_client",
+            "to every client",
+            &self.every.lock().expect("unpoisoned"),
+        );
+        report.add(
+            "missed",
+            "missed",
+            json!(missed),
+            format!("{missed} deliveries missing after {ROUND_TIMEOUT:?} per round"),
+        );
+    }
+}
+
+/// `chat-fanout`: POST a message, time until each of N streams has it.
+pub(crate) async fn chat_fanout(common: &Common, rounds: u64) -> realtime_kit::Result<Report> {
+    let mut report = Report::new("chat-fanout");
+    let base = common.url.trim_end_matches('/');
+    let before = (server_usage(common)?, Usage::of(None)?);
+    let opened = open_sse(common, &format!("{base}/events")).await?;
+    connections_row(&mut report, common.clients, &opened);
+    let connected = opened.clients.len();
+    let fanout = Rounds::new(rounds);
+    let mut tasks = JoinSet::new();
+    for mut stream in opened.clients {
+        let fanout = fanout.clone();
+        tasks.spawn(async move {
+            while let Ok(Some(event)) = stream.next_event().await {
+                fanout.arrived(&event.data, Instant::now());
+            }
+        });
+    }
+    let post_url = format!("{base}/messages");
+    let progress = progress_bar(rounds, "rounds");
+    let deadline = Instant::now() + common.deadline;
+    for round in (0..rounds).take_while(|_| Instant::now() < deadline) {
+        let body = json!({ "user": "loadgen", "text": fanout.start(round) }).to_string();
+        let headers = [("content-type", "application/json")];
+        let response = client::fetch(http::Method::POST, &post_url, &headers, body).await?;
+        if response.status != 201 {
+            return Err(format!("POST answered {}: {}", response.status, response.text()).into());
+        }
+        fanout.wait(round, connected).await;
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    fanout.report(&mut report, connected);
+    report.usage(
+        connected,
+        before.0.zip(server_usage(common)?),
+        (before.1, Usage::of(None)?),
+    );
+    drop(tasks);
+    Ok(report)
+}
+
+/// `ws-fanout`: one extra client sends, time until each of N clients has the broadcast.
+pub(crate) async fn ws_fanout(common: &Common, rounds: u64) -> realtime_kit::Result<Report> {
+    let mut report = Report::new("ws-fanout");
+    let before = (server_usage(common)?, Usage::of(None)?);
+    let opened = open_ws(common, common.clients).await?;
+    connections_row(&mut report, common.clients, &opened);
+    let connected = opened.clients.len();
+    let fanout = Rounds::new(rounds);
+    let mut tasks = JoinSet::new();
+    for mut socket in opened.clients {
+        let fanout = fanout.clone();
+        tasks.spawn(async move {
+            while let Some(Ok(message)) = socket.next().await {
+                if let Message::Text(text) = message {
+                    fanout.arrived(&text, Instant::now());
+                }
+            }
+        });
+    }
+    let sender = open_ws(
+        &Common {
+            clients: 1,
+            ..common.clone()
+        },
+        1,
+    )
+    .await?
+    .clients
+    .pop()
+    .ok_or("the sending client could not connect")?;
+    let (mut outgoing, mut incoming) = sender.split();
+    // The sender's own copies of the broadcast must be read too, or its socket backs up.
+    tasks.spawn(async move { while let Some(Ok(_)) = incoming.next().await {} });
+    let progress = progress_bar(rounds, "rounds");
+    let deadline = Instant::now() + common.deadline;
+    for round in (0..rounds).take_while(|_| Instant::now() < deadline) {
+        outgoing.send(Message::text(fanout.start(round))).await?;
+        fanout.wait(round, connected).await;
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let _ = outgoing.close().await;
+    fanout.report(&mut report, connected);
+    report.usage(
+        connected,
+        before.0.zip(server_usage(common)?),
+        (before.1, Usage::of(None)?),
+    );
+    drop(tasks);
+    Ok(report)
+}
+
+/// `ws-throughput`: `senders` of the N clients keep `window` messages each in flight; every
+/// client counts what it receives. The server's CPU time per delivery is the figure that does
+/// not depend on how fast loadgen is.
+pub(crate) async fn ws_throughput(
+    common: &Common,
+    senders: usize,
+    window: usize,
+    size: usize,
+    duration: Duration,
+) -> realtime_kit::Result<Report> {
+    let mut report = Report::new("ws-throughput");
+    let opened = open_ws(common, common.clients).await?;
+    connections_row(&mut report, common.clients, &opened);
+    let connected = opened.clients.len();
+    let marker = run_marker();
+    let deliveries = Arc::new(AtomicU64::new(0));
+    let sending = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let before = (server_usage(common)?, Usage::of(None)?);
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for (index, socket) in opened.clients.into_iter().enumerate() {
+        let deliveries = deliveries.clone();
+        let sending = sending.clone();
+        let ours = format!("{marker}-s{index}-");
+        let tag = marker.clone();
+        let payload = |ours: &str| {
+            let mut text = ours.to_owned();
+            text.extend(std::iter::repeat_n('x', size.saturating_sub(text.len())));
+            Message::text(text)
+        };
+        let first = (index < senders).then(|| vec![payload(&ours); window]);
+        let next = payload(&ours);
+        tasks.spawn(async move {
+            let (mut outgoing, mut incoming) = socket.split();
+            for message in first.into_iter().flatten() {
+                if outgoing.send(message).await.is_err() {
+                    return;
+                }
+            }
+            while let Some(Ok(message)) = incoming.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                if !text.contains(&tag) {
+                    continue;
+                }
+                deliveries.fetch_add(1, Ordering::Relaxed);
+                // A sender's own message came back: put another in flight.
+                if index < senders
+                    && text.contains(&ours)
+                    && sending.load(Ordering::Relaxed)
+                    && outgoing.send(next.clone()).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+    let window_end = started + duration.min(common.deadline);
+    let progress = progress_bar(duration.as_secs(), "sending");
+    while Instant::now() < window_end {
+        tokio::time::sleep(Duration::from_secs(1).min(window_end - Instant::now())).await;
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let delivered = deliveries.load(Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let server = before.0.zip(server_usage(common)?);
+    let loadgen = (before.1, Usage::of(None)?);
+    sending.store(false, Ordering::Relaxed);
+    report.add(
+        "deliveries_per_s",
+        "deliveries",
+        json!(delivered as f64 / elapsed),
+        format!(
+            "{delivered} in {elapsed:.2} s: {:.0} per second",
+            delivered as f64 / elapsed
+        ),
+    );
+    let per_delivery = |cpu: Duration| cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64;
+    if let Some((before, after)) = server {
+        let micros = per_delivery(after.cpu.saturating_sub(before.cpu));
+        report.add(
+            "server_cpu_us_per_delivery",
+            "server CPU / delivery",
+            json!(micros),
+            format!("{micros:.3} µs"),
+        );
+    }
+    let micros = per_delivery(loadgen.1.cpu.saturating_sub(loadgen.0.cpu));
+    report.add(
+        "loadgen_cpu_us_per_delivery",
+        "loadgen CPU / delivery",
+        json!(micros),
+        format!("{micros:.3} µs"),
+    );
+    report.usage(connected, server, loadgen);
+    drop(tasks);
+    Ok(report)
+}
