@@ -20,7 +20,7 @@ pub(crate) fn raise_open_files_limit(needed: usize) -> realtime_kit::Result<()> 
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
         limit.current = limit.maximum;
-        setrlimit(Resource::Nofile, limit.clone())?;
+        setrlimit(Resource::Nofile, limit)?;
     }
     let available = limit.current.unwrap_or(u64::MAX);
     eprintln!("open-files limit: {available}");

@@ -1,0 +1,120 @@
+//! loadgen against a real clock-sse server on `127.0.0.1:0`, run as the real binary with small
+//! numbers: the scenarios connect, measure and report, and the tool refuses non-loopback targets.
+
+use std::net::SocketAddr;
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::process::Command;
+
+async fn start_clock() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let config = clock_sse::Config {
+        tick_interval: Duration::from_millis(50),
+        ..clock_sse::Config::default()
+    };
+    tokio::spawn(clock_sse::run(listener, config, std::future::pending()));
+    addr
+}
+
+async fn loadgen(args: &[&str]) -> Output {
+    let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("loadgen finished in time")
+        .expect("loadgen ran")
+}
+
+fn json_report(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "loadgen failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON line")
+}
+
+/// `sse-idle` opens every stream, holds it, and reports the server's memory per connection
+/// (the server here is this test process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_idle_holds_every_stream_and_reports_memory() {
+    let addr = start_clock().await;
+    let url = format!("http://{addr}/events");
+    let pid = std::process::id().to_string();
+    let output = loadgen(&[
+        "sse-idle",
+        "--url",
+        &url,
+        "--clients",
+        "50",
+        "--hold",
+        "0.3",
+        "--server-pid",
+        &pid,
+        "--json",
+    ])
+    .await;
+    let report = json_report(&output);
+    assert_eq!(report["scenario"], "sse-idle");
+    assert_eq!(report["clients"]["connected"], 50);
+    assert_eq!(report["clients"]["failed"], 0);
+    assert_eq!(report["closed_by_server"], 0);
+    assert!(report["server_rss_kib"]["after"].as_u64().expect("RSS") > 0);
+    assert!(report["loadgen_cpu_s"].is_number());
+}
+
+/// `clock-spread` measures each requested tick across every client, none missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_spread_measures_every_tick() {
+    let addr = start_clock().await;
+    let url = format!("http://{addr}/events");
+    let output = loadgen(&[
+        "clock-spread",
+        "--url",
+        &url,
+        "--clients",
+        "20",
+        "--ticks",
+        "3",
+        "--json",
+    ])
+    .await;
+    let report = json_report(&output);
+    assert_eq!(report["clients"]["connected"], 20);
+    assert_eq!(report["tick_spread"]["samples"], 3);
+    assert_eq!(report["incomplete_ticks"], 0);
+}
+
+/// The table form names what was measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_report_is_readable() {
+    let addr = start_clock().await;
+    let url = format!("http://{addr}/events");
+    let output = loadgen(&["sse-idle", "--url", &url, "--clients", "5", "--hold", "0"]).await;
+    assert!(output.status.success());
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("5 of 5 connected"), "{table}");
+    assert!(table.contains("loadgen CPU"), "{table}");
+}
+
+/// Load is only ever sent to this machine: any other address is refused before connecting.
+#[tokio::test]
+async fn refuses_targets_off_loopback() {
+    for url in [
+        "http://10.0.0.1:3000/events",
+        "http://example.com/events",
+        "ws://192.168.1.2/ws",
+    ] {
+        let output = loadgen(&["sse-idle", "--url", url, "--clients", "1"]).await;
+        assert!(!output.status.success(), "{url} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("only targets loopback"), "{stderr}");
+    }
+}
