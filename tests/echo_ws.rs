@@ -213,38 +213,43 @@ async fn echo_returns_text_and_binary() {
 }
 
 // ANCHOR: broadcast_test
-/// Every text message reaches every client in the room, the sender too, in one order that all
-/// clients share, wrapped in JSON with the sender's number.
+/// Every text message reaches every client in the room, the sender too, wrapped in JSON with the
+/// sender's number, and all clients see the messages in the same order (each sender's in the
+/// order it sent them).
 #[tokio::test]
 async fn broadcast_reaches_three_clients_in_order() {
     let server = TestServer::default().await;
     let (mut a, id_a) = server.join().await;
     let (mut b, id_b) = server.join().await;
     let (mut c, _) = server.join().await;
-    let said = [
-        (id_a, "one"),
-        (id_b, "two"),
-        (id_a, "three"),
-        (id_b, "four"),
-    ];
-    for (from, text) in said {
-        let sender = if from == id_a { &mut a } else { &mut b };
-        sender.send(Message::text(text)).await.expect("send");
+    for text in ["one", "three"] {
+        a.send(Message::text(text)).await.expect("send");
     }
+    for text in ["two", "four"] {
+        b.send(Message::text(text)).await.expect("send");
+    }
+    let mut heard_by = Vec::new();
     for client in [&mut a, &mut b, &mut c] {
         let mut heard = Vec::new();
-        while heard.len() < said.len() {
+        while heard.len() < 4 {
             let event = next_json(client).await;
             if event["type"] == "message" {
                 heard.push(event);
             }
         }
-        let expected: Vec<Value> = said
-            .iter()
-            .map(|(from, text)| json!({ "type": "message", "from": from, "text": text }))
-            .collect();
-        assert_eq!(heard, expected);
+        heard_by.push(heard);
     }
+    assert_eq!(heard_by[0], heard_by[1], "a and b saw the same order");
+    assert_eq!(heard_by[0], heard_by[2], "a and c saw the same order");
+    let texts_from = |id: u64| -> Vec<Value> {
+        heard_by[0]
+            .iter()
+            .filter(|event| event["from"] == id)
+            .map(|event| event["text"].clone())
+            .collect()
+    };
+    assert_eq!(texts_from(id_a), [json!("one"), json!("three")]);
+    assert_eq!(texts_from(id_b), [json!("two"), json!("four")]);
     assert_eq!(server.stats().await["messages_relayed"], 4);
 }
 // ANCHOR_END: broadcast_test
@@ -637,6 +642,52 @@ async fn routes_answer_404_405_and_stats() {
         server.stats().await,
         json!({ "clients": 0, "messages_relayed": 0, "echo_sockets": 0 })
     );
+}
+
+/// The `ws_client` example sends each line of its input and prints each message it receives;
+/// at the end of its input it closes cleanly and exits with success.
+#[tokio::test]
+async fn ws_client_example_sends_lines_and_prints_messages() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    // The example is built by `cargo test` next to this test's binary: target/<profile>/examples.
+    let test_binary = std::env::current_exe().expect("test binary path");
+    let example = test_binary
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>")
+        .join("examples")
+        .join("ws_client")
+        .with_extension(std::env::consts::EXE_EXTENSION);
+    assert!(
+        example.exists(),
+        "build the examples first: {}",
+        example.display()
+    );
+
+    let server = TestServer::default().await;
+    let mut child = tokio::process::Command::new(example)
+        .arg(format!("ws://{}/echo", server.addr))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the example");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for line in ["hello", "two words"] {
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("type a line");
+        let printed = within(stdout.next_line()).await.expect("read");
+        assert_eq!(printed.as_deref(), Some(line));
+    }
+    drop(stdin); // end of input: the client closes with 1000 and exits
+    let status = within(child.wait()).await.expect("wait");
+    assert!(status.success(), "{status}");
 }
 
 /// The page opens a WebSocket to `/ws`, reconnects by itself (a WebSocket does not), and shows
