@@ -1,0 +1,728 @@
+//! chat-sse: a chat room over Server-Sent Events that never loses or repeats a message across
+//! reconnects.
+//!
+//! Run with
+//!
+//! ```text
+//! cargo run -p chat-sse
+//! ```
+//!
+//! then open <http://127.0.0.1:3002> in two tabs and chat between them. From a terminal, watch
+//! with `curl -N http://127.0.0.1:3002/events` and post with
+//!
+//! ```text
+//! curl -i -H 'Content-Type: application/json' -d '{"user":"ann","text":"hello"}' http://127.0.0.1:3002/messages
+//! ```
+//!
+//! The shape: POST in, stream out. A posted message gets the next id, is stored in a bounded
+//! log, encoded once as an SSE event, and broadcast; every open stream writes the same bytes.
+//! A browser that reconnects sends `Last-Event-ID` and gets exactly the messages it missed from
+//! the log, then the live ones. A stream that falls too far behind is closed, and catches up
+//! the same way when the browser reconnects.
+//!
+//! | route | what it serves |
+//! | --- | --- |
+//! | `GET /` | the page |
+//! | `GET /events` | the stream: `message` events (id, JSON), `presence` (streams open), `gap` (messages lost) |
+//! | `POST /messages` | `{"user": .., "text": ..}` in, `201` with the stored message out |
+//! | `GET /messages?after=<id>` | the log as JSON, for clients without SSE |
+//! | `OPTIONS /events`, `/messages` | the CORS preflight (allowed origins come from `--allow-origin`) |
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use askama::Template;
+use bytes::Bytes;
+use futures_util::Stream;
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use realtime_kit::request::{self, Cors};
+use realtime_kit::sse::{self, Event, MAX_EVENT_ID, SseResponse};
+use realtime_kit::{Body, Gauge, GaugeGuard, Shutdown, respond};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
+
+/// The port `cargo run -p chat-sse` listens on.
+pub const DEFAULT_PORT: u16 = 3002;
+
+// ANCHOR: limits
+/// The largest `POST /messages` body read. The longest valid message as a browser's
+/// `JSON.stringify` writes it is about 8 KB (2,000 characters of up to 4 bytes each); the rest is
+/// room for escapes. A longer body is refused with `413` before it is read to the end.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// A user name is 1 to 32 characters after trimming spaces at both ends, on one line.
+pub const MAX_USER_CHARS: usize = 32;
+/// A text is 1 to 2,000 characters (Unicode scalar values, not bytes), stored exactly as sent;
+/// it must contain something besides spaces and line breaks.
+pub const MAX_TEXT_CHARS: usize = 2000;
+// ANCHOR_END: limits
+
+/// How the chat behaves; [`Config::default`] is what `main` uses without options.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Messages kept in memory, for reconnecting clients and `GET /messages` (at least 1). The
+    /// oldest is dropped when a new one would exceed it; a client that needed it is told so.
+    pub history: usize,
+    /// Messages a new client (one without `Last-Event-ID`) receives first (at most `history`).
+    pub backlog: usize,
+    /// How many events a stream may fall behind the newest before it is closed (at least 1).
+    /// The browser then reconnects and catches up from the log, so keep `history` well above it.
+    pub max_lag: usize,
+    /// Sent as `retry:`: how long a browser waits before reconnecting.
+    pub retry: Duration,
+    /// How long a stream may be silent before a keep-alive comment is written.
+    pub keep_alive: Duration,
+    /// Which other origins' pages may post and listen; by default none (same-origin only).
+    pub cors: Cors,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            history: 1000,
+            backlog: 50,
+            max_lag: 256,
+            retry: Duration::from_secs(3),
+            keep_alive: sse::DEFAULT_KEEP_ALIVE,
+            cors: Cors::same_origin_only(),
+        }
+    }
+}
+
+// ANCHOR: run
+/// Serves the chat on `listener` until `shutdown_signal` completes, then ends every stream and
+/// returns.
+pub async fn run(listener: TcpListener, config: Config, shutdown_signal: impl Future<Output = ()>) {
+    let shutdown = Shutdown::new();
+    let app = Arc::new(App {
+        room: ChatRoom::new(&config),
+        config,
+        shutdown: shutdown.clone(),
+    });
+    realtime_kit::serve(listener, shutdown_signal, shutdown, move |request| {
+        let app = app.clone();
+        async move { app.handle(request).await }
+    })
+    .await;
+}
+// ANCHOR_END: run
+
+/// What every request handler shares.
+struct App {
+    room: ChatRoom,
+    config: Config,
+    /// Given to each stream so that it ends when the server shuts down.
+    shutdown: Shutdown,
+}
+
+impl App {
+    // ANCHOR: routes
+    async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let cors = &self.config.cors;
+        let mut response = match (&method, path.as_str()) {
+            (&Method::GET, "/") => return respond::html(&self.page()),
+            (&Method::OPTIONS, "/events") => return cors.preflight(&request, &[Method::GET]),
+            (&Method::OPTIONS, "/messages") => {
+                return cors.preflight(&request, &[Method::GET, Method::POST]);
+            }
+            (method, "/") => return respond::method_not_allowed(method, &[Method::GET]),
+            (&Method::GET, "/events") => self.events(&request),
+            (&Method::GET, "/messages") => self.list_messages(&request),
+            (&Method::POST, "/messages") => {
+                // The request is consumed by reading its body; keep the Origin for CORS.
+                let origin = request.headers().get(header::ORIGIN).cloned();
+                let mut response = self.post_message(request).await;
+                cors.add_headers(origin.as_ref(), &mut response);
+                return response;
+            }
+            (method, "/events") => {
+                respond::method_not_allowed(method, &[Method::GET, Method::OPTIONS])
+            }
+            (method, "/messages") => {
+                respond::method_not_allowed(method, &[Method::GET, Method::POST, Method::OPTIONS])
+            }
+            _ => return respond::not_found(&path),
+        };
+        // Every answer of the cross-origin routes, errors too, so a page of an allowed origin
+        // can read why it was refused.
+        cors.add_headers(request.headers().get(header::ORIGIN), &mut response);
+        response
+    }
+    // ANCHOR_END: routes
+
+    fn page(&self) -> ChatPage {
+        ChatPage {
+            max_user_chars: MAX_USER_CHARS,
+            max_text_chars: MAX_TEXT_CHARS,
+            retry_secs: self.config.retry.as_secs_f64(),
+        }
+    }
+
+    // ANCHOR: post
+    /// `POST /messages`: check the body completely, and only then store and broadcast it, so a
+    /// refused request changes nothing.
+    async fn post_message(&self, request: Request<Incoming>) -> Response<Body> {
+        let posted: NewMessage = match request::read_json(request, MAX_BODY_BYTES).await {
+            Ok(posted) => posted,
+            Err(rejection) => return rejection.into_response(),
+        };
+        match posted.validate() {
+            Ok(valid) => respond::json(StatusCode::CREATED, &self.room.post(valid)),
+            Err(reason) => respond::error(StatusCode::UNPROCESSABLE_ENTITY, reason),
+        }
+    }
+    // ANCHOR_END: post
+
+    // ANCHOR: events
+    /// `GET /events`: one client's stream: what it missed (or a backlog), then live events.
+    fn events(&self, request: &Request<Incoming>) -> Response<Body> {
+        // A reconnecting browser sends the id of the last event it received.
+        let last_seen = match sse::last_event_id(request) {
+            Ok(last_seen) => last_seen,
+            Err(error) => return respond::error(StatusCode::BAD_REQUEST, error),
+        };
+        SseResponse::new(self.room.subscribe(last_seen), &self.shutdown)
+            .retry(self.config.retry)
+            .keep_alive(self.config.keep_alive)
+            .into_response()
+    }
+    // ANCHOR_END: events
+
+    /// `GET /messages?after=<id>`: the log as JSON, for clients that poll instead of streaming.
+    fn list_messages(&self, request: &Request<Incoming>) -> Response<Body> {
+        match parse_after(request.uri().query()) {
+            Ok(after) => {
+                let (stored, lost) = self.room.history(after);
+                let messages = stored.iter().map(|stored| &stored.message).collect();
+                respond::json(StatusCode::OK, &History { messages, lost })
+            }
+            Err(reason) => respond::error(StatusCode::BAD_REQUEST, reason),
+        }
+    }
+}
+
+/// Reads the query of `GET /messages`: nothing, or exactly `after=<id>`.
+fn parse_after(query: Option<&str>) -> Result<Option<u64>, String> {
+    let Some(query) = query.filter(|query| !query.is_empty()) else {
+        return Ok(None);
+    };
+    let mut after = None;
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != "after" {
+            return Err(format!(
+                "unknown query parameter {name:?}; the only one is `after`"
+            ));
+        }
+        if after.is_some() {
+            return Err("give `after` only once".to_owned());
+        }
+        match value.parse::<u64>() {
+            Ok(id) if id <= MAX_EVENT_ID => after = Some(id),
+            _ => {
+                return Err(format!(
+                    "`after` must be a message id, a whole number up to {MAX_EVENT_ID}, not {value:?}"
+                ));
+            }
+        }
+    }
+    Ok(after)
+}
+
+/// The page at `/`; its markup and script are in `templates/chat.html`.
+#[derive(Template)]
+#[template(path = "chat.html")]
+struct ChatPage {
+    /// Shown beside the name field.
+    max_user_chars: usize,
+    /// Shown beside the text field.
+    max_text_chars: usize,
+    /// Shown on the page, so the reader knows how long a reconnect waits.
+    retry_secs: f64,
+}
+
+// ANCHOR: validate
+/// The body of `POST /messages`. Unknown fields are refused, so a typo (`"txt"`) is a clear
+/// `400` instead of a confusing "missing field".
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMessage {
+    user: String,
+    text: String,
+}
+
+/// A message that passed every check, ready to be stored.
+#[derive(Debug)]
+struct ValidMessage {
+    user: String,
+    text: String,
+}
+
+impl NewMessage {
+    /// Checks the limits. The name is trimmed (nobody means the spaces around a name); the text
+    /// is kept exactly as sent, line breaks and all.
+    fn validate(self) -> Result<ValidMessage, String> {
+        let user = self.user.trim();
+        let user_chars = user.chars().count();
+        if user_chars == 0 {
+            return Err(format!(
+                "`user` is empty: give a name of 1 to {MAX_USER_CHARS} characters"
+            ));
+        }
+        if user_chars > MAX_USER_CHARS {
+            return Err(format!(
+                "`user` is {user_chars} characters long; the limit is {MAX_USER_CHARS}"
+            ));
+        }
+        if user.chars().any(char::is_control) {
+            return Err("`user` must be one line of text, without control characters".to_owned());
+        }
+        if self.text.trim().is_empty() {
+            return Err(
+                "`text` is empty: spaces and line breaks alone are not a message".to_owned(),
+            );
+        }
+        let text_chars = self.text.chars().count();
+        if text_chars > MAX_TEXT_CHARS {
+            return Err(format!(
+                "`text` is {text_chars} characters long; the limit is {MAX_TEXT_CHARS}"
+            ));
+        }
+        Ok(ValidMessage {
+            user: user.to_owned(),
+            text: self.text,
+        })
+    }
+}
+// ANCHOR_END: validate
+
+// ANCHOR: message
+/// A stored message: the `201` answer to a POST, the `data` of its `message` event, and an
+/// entry of `GET /messages`, all the same JSON.
+#[derive(Debug, Clone, Serialize)]
+struct Message {
+    /// Also the SSE `id`; one more than the previous message's.
+    id: u64,
+    /// Who wrote it, trimmed.
+    user: String,
+    /// Exactly what was posted.
+    text: String,
+    /// When the server stored it, RFC 3339 in UTC.
+    time: String,
+}
+
+/// A message in the log together with its SSE event, encoded once when it was posted: every
+/// stream, live or replaying, writes these same bytes.
+#[derive(Debug)]
+struct StoredMessage {
+    message: Message,
+    event: Bytes,
+}
+
+impl StoredMessage {
+    fn new(message: Message) -> Self {
+        // The text is inside a JSON string, where a line break is the two characters `\n`: the
+        // data is one line, so nothing a user writes can end the event or start another.
+        let data = serde_json::to_string(&message).expect("strings and numbers always serialise");
+        let event = Event::new()
+            .id(message.id.to_string())
+            .expect("a number is a single line")
+            .data(data)
+            .encode();
+        Self { message, event }
+    }
+}
+// ANCHOR_END: message
+
+// ANCHOR: log
+/// The bounded message log. Ids have no holes: the log holds `oldest..next_id`, every id this
+/// server issued from `first_id` up to `oldest` has been dropped for space.
+#[derive(Debug)]
+struct ChatLog {
+    /// The newest messages, oldest first; never more than `capacity`.
+    messages: VecDeque<Arc<StoredMessage>>,
+    /// How many messages the log keeps.
+    capacity: usize,
+    /// The id of this run's first message. The log lives in memory and a restart empties it, so
+    /// ids start from the clock (microseconds since 1970): ids of a new run are above those of
+    /// every earlier one, and a browser resuming with an old `Last-Event-ID` gets every new
+    /// message instead of taking them for ones it has seen. (Ids stay below 2^53, exact in
+    /// JavaScript, until the year 2255.)
+    first_id: u64,
+    /// The id the next message gets.
+    next_id: u64,
+}
+
+/// What a client must be sent to catch up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CatchUp {
+    /// Index in the log of the first message to send.
+    start: usize,
+    /// Messages the client missed that the log no longer holds.
+    lost: u64,
+}
+
+impl ChatLog {
+    fn new(capacity: usize, first_id: u64) -> Self {
+        Self {
+            messages: VecDeque::with_capacity(capacity),
+            capacity,
+            first_id,
+            next_id: first_id,
+        }
+    }
+
+    /// Stores a message under the next id, dropping the oldest if the log is full.
+    fn push(&mut self, valid: ValidMessage) -> Arc<StoredMessage> {
+        let message = Message {
+            id: self.next_id,
+            user: valid.user,
+            text: valid.text,
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        };
+        self.next_id += 1;
+        let stored = Arc::new(StoredMessage::new(message));
+        if self.messages.len() >= self.capacity {
+            self.messages.pop_front();
+        }
+        self.messages.push_back(stored.clone());
+        stored
+    }
+
+    /// Where a client resumes: after `last_seen` (its `Last-Event-ID`), or, for a new client,
+    /// `backlog` messages before the newest.
+    fn catch_up(&self, last_seen: Option<u64>, backlog: usize) -> CatchUp {
+        let Some(last_seen) = last_seen else {
+            let start = self.messages.len().saturating_sub(backlog);
+            return CatchUp { start, lost: 0 };
+        };
+        let oldest = self.messages.front().map_or(self.next_id, |m| m.message.id);
+        let wanted = last_seen + 1; // last_seen <= MAX_EVENT_ID: no overflow
+        // No holes, so the position of an id is arithmetic. An id from before this run gets the
+        // whole log; an id newer than any message gets nothing.
+        let start = wanted
+            .saturating_sub(oldest)
+            .min(self.messages.len() as u64) as usize;
+        // Dropped ids are `first_id..oldest`; the client lost those above `last_seen`.
+        let lost = oldest.saturating_sub(wanted.max(self.first_id));
+        CatchUp { start, lost }
+    }
+}
+// ANCHOR_END: log
+
+/// The body of `GET /messages`.
+#[derive(Debug, Serialize)]
+struct History<'a> {
+    /// The messages after `after` (or the backlog), oldest first.
+    messages: Vec<&'a Message>,
+    /// Messages after `after` that the log no longer holds.
+    lost: u64,
+}
+
+// ANCHOR: room
+/// The chat room: the log, the fan-out to every stream, and who is online.
+struct ChatRoom {
+    /// The log, behind one lock that both posting and subscribing take. Posting stores a message
+    /// and broadcasts it under the lock; subscribing copies the catch-up and joins the broadcast
+    /// under it. So each message is either in a new stream's catch-up or in its live feed,
+    /// never both, never neither. Nothing under the lock waits: it is held for microseconds.
+    log: Mutex<ChatLog>,
+    /// The fan-out hub: every stream holds a receiver. Bounded to `max_lag` events; a stream
+    /// that falls further behind is closed (see [`ChatStream::next_event`]).
+    live: broadcast::Sender<Bytes>,
+    /// Messages a new client receives first.
+    backlog: usize,
+    /// The number of open streams, pushed as `presence` events.
+    online: Arc<Online>,
+}
+
+impl ChatRoom {
+    fn new(config: &Config) -> Self {
+        let first_id = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |since| since.as_micros() as u64);
+        let history = config.history.max(1);
+        Self {
+            log: Mutex::new(ChatLog::new(history, first_id)),
+            // `broadcast::channel` panics on 0.
+            live: broadcast::channel(config.max_lag.max(1)).0,
+            backlog: config.backlog.min(history),
+            online: Arc::new(Online::new()),
+        }
+    }
+
+    fn lock_log(&self) -> MutexGuard<'_, ChatLog> {
+        // Nothing under this lock panics; if a bug ever made it, the log is still a valid log,
+        // so carry on rather than fail every later request.
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores a valid message and sends it to every open stream.
+    fn post(&self, valid: ValidMessage) -> Message {
+        let mut log = self.lock_log();
+        let stored = log.push(valid);
+        // Sent under the lock, so the broadcast order is the id order. An error only means no
+        // stream is open; the message is in the log for whoever comes.
+        let _ = self.live.send(stored.event.clone());
+        stored.message.clone()
+    }
+
+    /// A client's stream: a `gap` event if the log no longer reaches back to `last_seen`, the
+    /// messages it missed (or the backlog), then live events until it disconnects or lags.
+    fn subscribe(&self, last_seen: Option<u64>) -> impl Stream<Item = Bytes> + Send + 'static {
+        let (pending, live) = {
+            let log = self.lock_log();
+            let live = self.live.subscribe();
+            let CatchUp { start, lost } = log.catch_up(last_seen, self.backlog);
+            let mut pending = VecDeque::with_capacity(log.messages.len() - start + 1);
+            if lost > 0 {
+                pending.push_back(gap_event(lost));
+            }
+            pending.extend(log.messages.range(start..).map(|m| m.event.clone()));
+            // Every stream starts with a position, even one with no message to send: an `id:`
+            // field alone sets the browser's last event id without dispatching anything. A
+            // client closed before its first message (for lagging, say) then still resumes
+            // from where it started, instead of reconnecting as a new client and getting the
+            // backlog in place of what it missed.
+            let newest = log.next_id - 1;
+            let position = match log.messages.back() {
+                Some(last) if start < log.messages.len() => Some(last.message.id),
+                _ => last_seen,
+            };
+            if position.is_none_or(|position| position < newest) {
+                pending.push_back(position_event(newest));
+            }
+            (pending, live)
+        };
+        let (online, presence) = self.online.join();
+        let stream = ChatStream {
+            pending,
+            live,
+            presence,
+            _online: online,
+            closing: false,
+        };
+        futures_util::stream::unfold(stream, |mut stream| async move {
+            let event = stream.next_event().await?;
+            Some((event, stream))
+        })
+    }
+
+    /// The messages after `after` (or the backlog), and how many after it were dropped, for
+    /// `GET /messages`. Only pointers are copied under the lock; serialising happens after it.
+    fn history(&self, after: Option<u64>) -> (Vec<Arc<StoredMessage>>, u64) {
+        let log = self.lock_log();
+        let CatchUp { start, lost } = log.catch_up(after, self.backlog);
+        (log.messages.range(start..).cloned().collect(), lost)
+    }
+}
+
+/// An event with only an `id:`: it moves the client's last event id to `id` and shows nothing.
+fn position_event(id: u64) -> Bytes {
+    Event::new()
+        .id(id.to_string())
+        .expect("a number is a single line")
+        .encode()
+}
+
+/// A `gap` event: the log no longer holds `lost` messages this client missed.
+fn gap_event(lost: u64) -> Bytes {
+    Event::new()
+        .event("gap")
+        .expect("a fixed name is a single line")
+        .data(serde_json::json!({ "lost": lost }).to_string())
+        .encode()
+}
+// ANCHOR_END: room
+
+// ANCHOR: stream
+/// One client's stream of encoded events.
+struct ChatStream {
+    /// The catch-up: a `gap` event and missed messages, sent before anything live.
+    pending: VecDeque<Bytes>,
+    /// Live messages, in id order.
+    live: broadcast::Receiver<Bytes>,
+    /// The latest `presence` event.
+    presence: watch::Receiver<Presence>,
+    /// Counts this stream as online until the stream is dropped.
+    _online: OnlineGuard,
+    /// Set when the stream fell behind: the last item was the closing comment.
+    closing: bool,
+}
+
+impl ChatStream {
+    /// The next event to write, or `None` to end the response.
+    async fn next_event(&mut self) -> Option<Bytes> {
+        if let Some(event) = self.pending.pop_front() {
+            return Some(event);
+        }
+        if self.closing {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            changed = self.presence.changed() => {
+                changed.ok()?;
+                Some(self.presence.borrow_and_update().event.clone())
+            }
+            received = self.live.recv() => match received {
+                Ok(event) => Some(event),
+                // The slow-reader policy. The channel has overwritten events this stream had
+                // not sent yet; skipping them would be silent loss, and waiting for the stream
+                // would hold up everyone else. So end the response: the browser reconnects with
+                // the id of the last event it did receive and catches up from the log.
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::info!(missed, "closing a stream that fell behind; it resumes from Last-Event-ID");
+                    self.closing = true;
+                    Some(
+                        Event::new()
+                            .comment(format!(
+                                "closing: this stream fell {missed} events behind; reconnect with Last-Event-ID to catch up"
+                            ))
+                            .encode(),
+                    )
+                }
+                Err(RecvError::Closed) => None,
+            },
+        }
+    }
+}
+// ANCHOR_END: stream
+
+// ANCHOR: presence
+/// How many streams are open, as the latest `presence` event.
+struct Online {
+    /// The count itself: each stream holds one until it is dropped, however it ends.
+    streams: Gauge,
+    /// The latest count, encoded once. A watch channel holds only the newest value, the right
+    /// shape for a number that changes: a busy stream skips straight to the current count
+    /// instead of queueing every step (messages, which must all arrive, go through the log).
+    latest: watch::Sender<Presence>,
+}
+
+/// A `presence` event and the count it carries.
+#[derive(Debug, Clone)]
+struct Presence {
+    online: usize,
+    event: Bytes,
+}
+
+impl Presence {
+    fn new(online: usize) -> Self {
+        let event = Event::new()
+            .event("presence")
+            .expect("a fixed name is a single line")
+            .data(serde_json::json!({ "online": online }).to_string())
+            .encode();
+        Self { online, event }
+    }
+}
+
+/// Counts one stream as online; dropping it announces the new count.
+struct OnlineGuard {
+    counted: Option<GaugeGuard>,
+    online: Arc<Online>,
+}
+
+impl Online {
+    fn new() -> Self {
+        Self {
+            streams: Gauge::new(),
+            latest: watch::channel(Presence::new(0)).0,
+        }
+    }
+
+    /// Counts a new stream and returns its guard and its view of the count, which reports the
+    /// current count first.
+    fn join(self: &Arc<Self>) -> (OnlineGuard, watch::Receiver<Presence>) {
+        let guard = OnlineGuard {
+            counted: Some(self.streams.enter()),
+            online: self.clone(),
+        };
+        self.announce();
+        let mut presence = self.latest.subscribe();
+        presence.mark_changed();
+        (guard, presence)
+    }
+
+    /// Publishes the count if it changed. The gauge is read under the channel's lock, so when
+    /// streams join and leave at once the last count published is the true one.
+    fn announce(&self) {
+        self.latest.send_if_modified(|shown| {
+            let now = self.streams.get();
+            if shown.online == now {
+                return false;
+            }
+            *shown = Presence::new(now);
+            true
+        });
+    }
+}
+
+impl Drop for OnlineGuard {
+    fn drop(&mut self) {
+        drop(self.counted.take());
+        self.online.announce();
+    }
+}
+// ANCHOR_END: presence
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid(text: &str) -> ValidMessage {
+        ValidMessage {
+            user: "ann".into(),
+            text: text.into(),
+        }
+    }
+
+    /// The catch-up arithmetic: resume points inside, before and after the log, and the count
+    /// of messages that fell out of it.
+    #[test]
+    fn catch_up_positions_and_losses() {
+        let mut log = ChatLog::new(3, 100);
+        for text in ["a", "b", "c", "d", "e"] {
+            log.push(valid(text));
+        }
+        // The log holds ids 102, 103, 104; 100 and 101 were dropped.
+        let at = |last_seen| log.catch_up(Some(last_seen), 2);
+        assert_eq!(at(104), CatchUp { start: 3, lost: 0 });
+        assert_eq!(at(102), CatchUp { start: 1, lost: 0 });
+        assert_eq!(at(101), CatchUp { start: 0, lost: 0 });
+        assert_eq!(at(100), CatchUp { start: 0, lost: 1 });
+        assert_eq!(at(99), CatchUp { start: 0, lost: 2 });
+        // From an earlier run: all of this run's messages, and the ones this run dropped.
+        assert_eq!(at(5), CatchUp { start: 0, lost: 2 });
+        // Newer than anything issued: nothing to send.
+        assert_eq!(at(1000), CatchUp { start: 3, lost: 0 });
+        assert_eq!(log.catch_up(None, 2), CatchUp { start: 1, lost: 0 });
+        assert_eq!(log.catch_up(None, 10), CatchUp { start: 0, lost: 0 });
+    }
+
+    /// The query of `GET /messages` is nothing or one numeric `after`.
+    #[test]
+    fn after_query_is_validated() {
+        assert_eq!(parse_after(None), Ok(None));
+        assert_eq!(parse_after(Some("")), Ok(None));
+        assert_eq!(parse_after(Some("after=42")), Ok(Some(42)));
+        for bad in [
+            "after=",
+            "after=x",
+            "after=-1",
+            "after=9007199254740992",
+            "before=1",
+            "after=1&after=2",
+            "after",
+        ] {
+            assert!(parse_after(Some(bad)).is_err(), "{bad:?}");
+        }
+    }
+}

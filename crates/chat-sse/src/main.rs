@@ -1,0 +1,55 @@
+//! `cargo run -p chat-sse [-- --port 3002 --allow-origin http://localhost:8080]`: serves the chat
+//! until Ctrl-C. The demo itself is in `lib.rs`; this file only reads the arguments and binds.
+
+use std::time::Duration;
+
+use clap::Parser;
+use realtime_kit::config::{self, ListenArgs};
+use realtime_kit::request::Cors;
+
+/// A chat room over Server-Sent Events: POST a message, every open stream receives it.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    listen: ListenArgs,
+
+    /// Messages kept in memory for reconnecting clients and `GET /messages`.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    history: u32,
+
+    /// Messages a new client receives first (at most --history).
+    #[arg(long, default_value_t = 50)]
+    backlog: u32,
+
+    /// Events a stream may fall behind before it is closed (the browser then resumes from the log).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    max_lag: u32,
+
+    /// Lets pages from this origin post and listen (CORS), e.g. http://localhost:8080.
+    /// Repeat it for several origins; without it, only the server's own page may.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+
+    /// How long a browser waits before reconnecting (sent as `retry:`), in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    retry_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> realtime_kit::Result<()> {
+    let args = Args::parse();
+    config::init_tracing();
+    let cors = Cors::allow(&args.allow_origins)?;
+    let listener = config::listen("chat-sse", chat_sse::DEFAULT_PORT, &args.listen).await?;
+    let chat = chat_sse::Config {
+        history: args.history as usize,
+        backlog: args.backlog as usize,
+        max_lag: args.max_lag as usize,
+        retry: Duration::from_millis(args.retry_ms),
+        cors,
+        ..chat_sse::Config::default()
+    };
+    chat_sse::run(listener, chat, config::shutdown_signal()).await;
+    Ok(())
+}
