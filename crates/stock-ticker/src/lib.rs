@@ -569,10 +569,10 @@ async fn socket_session(mut socket: WebSocket, feed: Feed, shutdown: Shutdown) {
             }
             None => return,
         };
-        if let Some(reply) = reply {
-            if socket.send(Message::Text(reply)).await.is_err() {
-                return;
-            }
+        if let Some(reply) = reply
+            && socket.send(Message::Text(reply)).await.is_err()
+        {
+            return;
         }
     }
     // Shutdown: tell the client we are going away (1001), so it knows to reconnect later.

@@ -34,7 +34,7 @@ impl SymbolSpec {
         Self {
             symbol: symbol.to_owned(),
             name: symbol.to_owned(),
-            open_cents: 100_00,
+            open_cents: dollars(100, 0),
             drift: 0.0,
             volatility: 0.002,
         }
@@ -50,6 +50,11 @@ pub fn is_valid_symbol(symbol: &str) -> bool {
             .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit())
 }
 
+/// `dollars` and `cents` as a whole number of cents, the unit of every price here.
+pub const fn dollars(dollars: u64, cents: u64) -> u64 {
+    dollars * 100 + cents
+}
+
 /// The eight fictional companies the demo lists by default, each with its own temperament.
 pub fn default_symbols() -> Vec<SymbolSpec> {
     let spec = |symbol: &str, name: &str, open_cents, drift, volatility| SymbolSpec {
@@ -60,14 +65,14 @@ pub fn default_symbols() -> Vec<SymbolSpec> {
         volatility,
     };
     vec![
-        spec("ACME", "Acme Corporation", 142_50, 0.0002, 0.003),
-        spec("GLBX", "Globex", 87_20, 0.0, 0.002),
-        spec("INIT", "Initech", 23_75, -0.0001, 0.004),
-        spec("UMBR", "Umbrella Corp", 310_00, 0.0001, 0.0025),
-        spec("HOOL", "Hooli", 1_204_00, 0.0003, 0.0015),
-        spec("WONK", "Wonka Industries", 56_40, 0.0, 0.005),
-        spec("STRK", "Stark Industries", 455_10, 0.0002, 0.002),
-        spec("CYBD", "Cyberdyne Systems", 9_99, 0.0, 0.008),
+        spec("ACME", "Acme Corporation", dollars(142, 50), 0.0002, 0.003),
+        spec("GLBX", "Globex", dollars(87, 20), 0.0, 0.002),
+        spec("INIT", "Initech", dollars(23, 75), -0.0001, 0.004),
+        spec("UMBR", "Umbrella Corp", dollars(310, 0), 0.0001, 0.0025),
+        spec("HOOL", "Hooli", dollars(1_204, 0), 0.0003, 0.0015),
+        spec("WONK", "Wonka Industries", dollars(56, 40), 0.0, 0.005),
+        spec("STRK", "Stark Industries", dollars(455, 10), 0.0002, 0.002),
+        spec("CYBD", "Cyberdyne Systems", dollars(9, 99), 0.0, 0.008),
     ]
 }
 
