@@ -124,34 +124,33 @@ impl App {
     async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
+        // Kept before a POST's body is read (which consumes the request): see the end.
+        let origin = request.headers().get(header::ORIGIN).cloned();
         let cors = &self.config.cors;
         let mut response = match (&method, path.as_str()) {
-            (&Method::GET, "/") => return respond::html(&self.page()),
+            (&Method::GET, "/") => respond::html(&self.page()),
+            (&Method::GET, "/events") => self.events(&request),
+            (&Method::GET, "/messages") => self.list_messages(&request),
+            (&Method::POST, "/messages") => self.post_message(request).await,
             (&Method::OPTIONS, "/events") => return cors.preflight(&request, &[Method::GET]),
             (&Method::OPTIONS, "/messages") => {
                 return cors.preflight(&request, &[Method::GET, Method::POST]);
             }
-            (method, "/") => return respond::method_not_allowed(method, &[Method::GET]),
-            (&Method::GET, "/events") => self.events(&request),
-            (&Method::GET, "/messages") => self.list_messages(&request),
-            (&Method::POST, "/messages") => {
-                // The request is consumed by reading its body; keep the Origin for CORS.
-                let origin = request.headers().get(header::ORIGIN).cloned();
-                let mut response = self.post_message(request).await;
-                cors.add_headers(origin.as_ref(), &mut response);
-                return response;
-            }
+            (method, "/") => respond::method_not_allowed(method, &[Method::GET]),
             (method, "/events") => {
                 respond::method_not_allowed(method, &[Method::GET, Method::OPTIONS])
             }
             (method, "/messages") => {
                 respond::method_not_allowed(method, &[Method::GET, Method::POST, Method::OPTIONS])
             }
-            _ => return respond::not_found(&path),
+            _ => respond::not_found(&path),
         };
-        // Every answer of the cross-origin routes, errors too, so a page of an allowed origin
-        // can read why it was refused.
-        cors.add_headers(request.headers().get(header::ORIGIN), &mut response);
+        // The API routes may be used cross-origin (`--allow-origin`). Every answer gets the
+        // CORS headers, errors included, so a page of an allowed origin can read why it was
+        // refused.
+        if matches!(path.as_str(), "/events" | "/messages") {
+            cors.add_headers(origin.as_ref(), &mut response);
+        }
         response
     }
     // ANCHOR_END: routes
@@ -253,14 +252,18 @@ struct ChatPage {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewMessage {
+    /// The writer's name, as typed.
     user: String,
+    /// The message, as typed.
     text: String,
 }
 
 /// A message that passed every check, ready to be stored.
 #[derive(Debug)]
 struct ValidMessage {
+    /// Trimmed, 1 to 32 characters, one line.
     user: String,
+    /// Exactly as posted, 1 to 2,000 characters, not only whitespace.
     text: String,
 }
 
@@ -321,7 +324,9 @@ struct Message {
 /// stream, live or replaying, writes these same bytes.
 #[derive(Debug)]
 struct StoredMessage {
+    /// For the `201` answer and `GET /messages`.
     message: Message,
+    /// The complete SSE event (`id:` and `data:` lines), for every stream.
     event: Bytes,
 }
 
@@ -609,7 +614,9 @@ struct Online {
 /// A `presence` event and the count it carries.
 #[derive(Debug, Clone)]
 struct Presence {
+    /// Open streams, to tell whether the count changed.
     online: usize,
+    /// The `presence` event carrying it.
     event: Bytes,
 }
 
@@ -626,7 +633,9 @@ impl Presence {
 
 /// Counts one stream as online; dropping it announces the new count.
 struct OnlineGuard {
+    /// Counts this stream; taken (and dropped) first when the guard drops.
     counted: Option<GaugeGuard>,
+    /// Where to announce the new count.
     online: Arc<Online>,
 }
 
