@@ -310,6 +310,7 @@ async fn oversize_message_closes_with_1009() {
     next_json_where(&mut other, |event| event["text"] == "still here").await;
 }
 
+// ANCHOR: invalid_utf8
 /// A text frame that is not UTF-8 closes the socket with 1007 (invalid data). tungstenite's
 /// client will not send such a frame, so this test writes the handshake and the frame itself.
 #[tokio::test]
@@ -328,6 +329,7 @@ async fn invalid_utf8_closes_with_1007() {
 
     assert_eq!(within(raw_close_code(&mut tcp)).await, 1007);
 }
+// ANCHOR_END: invalid_utf8
 
 /// Opens a WebSocket to `path` by hand: the handshake written and the `101` read over TCP.
 async fn raw_handshake(server: &TestServer, path: &str) -> TcpStream {

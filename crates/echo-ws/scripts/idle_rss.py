@@ -58,7 +58,7 @@ def main():
         sys.exit("at most 10,000 connections")
     server = subprocess.Popen(
         [binary, "--port", "0", "--max-clients", str(count + 1)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE, stderr=open(os.environ.get("SERVER_LOG", os.devnull), "w"), text=True,
     )
     sockets = []
     try:
