@@ -327,7 +327,35 @@ impl Feed {
             ws_sockets: Gauge::new(),
         }
     }
+}
+// ANCHOR_END: feed
 
+// ANCHOR: market_task
+/// The market task: one update per interval, encoded once, published to every client.
+async fn run_market(
+    mut market: Market,
+    interval: Duration,
+    publish: watch::Sender<Board>,
+    shutdown: Shutdown,
+) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    // After a stall, go on at the normal pace; a burst of catch-up updates would only be
+    // conflated away again.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.requested() => return,
+        }
+        let (index, quote) = market.step();
+        let wire = Arc::new(WireQuote::new(quote));
+        // Replaces one slot; receivers that have not looked yet will see only this quote.
+        publish.send_modify(|board| board[index] = wire);
+    }
+}
+// ANCHOR_END: market_task
+
+impl Feed {
     /// The board indices of `names`, without repeats, in the order given; or the error to send
     /// back, naming the first unknown symbol and listing the valid ones.
     fn resolve<'n>(
@@ -388,30 +416,6 @@ impl Feed {
         }
     }
 }
-
-/// The market task: one update per interval, encoded once, published to every client.
-async fn run_market(
-    mut market: Market,
-    interval: Duration,
-    publish: watch::Sender<Board>,
-    shutdown: Shutdown,
-) {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    // After a stall, go on at the normal pace; a burst of catch-up updates would only be
-    // conflated away again.
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            () = shutdown.requested() => return,
-        }
-        let (index, quote) = market.step();
-        let wire = Arc::new(WireQuote::new(quote));
-        // Replaces one slot; receivers that have not looked yet will see only this quote.
-        publish.send_modify(|board| board[index] = wire);
-    }
-}
-// ANCHOR_END: feed
 
 // ANCHOR: cursor
 /// What one client has been sent, and the whole of what conflation costs per client: one slot
