@@ -195,7 +195,6 @@ impl Browser {
     }
 
     /// Types `text` into the input matched by `selector`, as keystrokes would.
-    #[allow(dead_code)] // used by the pages with forms
     async fn type_into(&mut self, page: &Page, selector: &str, text: &str) {
         let focus = format!("document.querySelector({}).focus()", json!(selector));
         self.eval(page, &focus).await;
@@ -376,5 +375,122 @@ async fn clock_page_ticks_reconnects_and_resumes() {
             .await,
         "1"
     );
+    server.stop().await;
+}
+
+fn start_chat(listener: TcpListener) -> Running {
+    let config = chat_sse::Config {
+        retry: Duration::from_millis(500),
+        ..chat_sse::Config::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(chat_sse::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    Running { stop, task }
+}
+
+/// chat-sse in a browser: two tabs chat with each other, markup in a message is shown as text,
+/// a refused post shows the server's error, and after the server is down and back the page
+/// catches up (a message posted meanwhile appears once) without a gap or a duplicate.
+#[tokio::test]
+async fn chat_pages_talk_refuse_and_resume() {
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let listener = bind("127.0.0.1:0".parse().expect("address")).await;
+    let addr = listener.local_addr().expect("address");
+    let server = start_chat(listener);
+
+    let ann = browser.open(&format!("http://{addr}/")).await;
+    let bob = browser.open(&format!("http://{addr}/")).await;
+    let shown = r##"({ state: document.getElementById("state").textContent,
+                       online: document.getElementById("online").textContent,
+                       error: document.getElementById("post-error").textContent,
+                       ids: [...document.querySelectorAll("#messages li[data-id]")].map(li => li.dataset.id),
+                       texts: [...document.querySelectorAll("#messages .text")].map(t => t.textContent) })"##;
+    for page in [&ann, &bob] {
+        browser
+            .wait_for(
+                page,
+                r#"document.getElementById("state").textContent === "open"
+                   && document.getElementById("online").textContent === "2""#,
+                shown,
+            )
+            .await;
+    }
+
+    let hostile = "hello <b>there</b>\n</script><img src=x onerror=alert(1)>";
+    browser.type_into(&ann, "#user", "ann").await;
+    browser.type_into(&ann, "#text", hostile).await;
+    browser
+        .eval(&ann, r#"document.getElementById("post").requestSubmit()"#)
+        .await;
+    let arrived = format!(
+        r##"[...document.querySelectorAll("#messages .text")].some(t => t.textContent === {})"##,
+        json!(hostile)
+    );
+    browser.wait_for(&bob, &arrived, shown).await;
+    browser.wait_for(&ann, &arrived, shown).await;
+    assert_eq!(
+        browser
+            .eval(
+                &bob,
+                r##"document.querySelectorAll("#messages b, #messages img").length"##
+            )
+            .await,
+        0,
+        "markup in a message stays text"
+    );
+
+    // An empty text is refused by the server, and the page shows the server's sentence.
+    browser.type_into(&bob, "#user", "bob").await;
+    browser
+        .eval(&bob, r#"document.getElementById("post").requestSubmit()"#)
+        .await;
+    browser
+        .wait_for(
+            &bob,
+            r#"document.getElementById("post-error").textContent.includes("`text` is empty")"#,
+            shown,
+        )
+        .await;
+    browser.screenshot(&bob, "chat-sse").await;
+
+    server.stop().await;
+    browser
+        .wait_for(
+            &ann,
+            r#"document.getElementById("state").textContent === "reconnecting""#,
+            shown,
+        )
+        .await;
+    let server = start_chat(bind(addr).await);
+    // Posted on the new server, perhaps before the pages are back: each must show it once.
+    let posted = realtime_kit::client::fetch(
+        http::Method::POST,
+        &format!("http://{addr}/messages"),
+        &[("content-type", "application/json")],
+        json!({ "user": "carol", "text": "while you were away" }).to_string(),
+    )
+    .await
+    .expect("POST");
+    assert_eq!(posted.status, 201, "{}", posted.text());
+    for page in [&ann, &bob] {
+        browser
+            .wait_for(
+                page,
+                r##"document.getElementById("state").textContent === "open"
+                   && [...document.querySelectorAll("#messages .text")].some(t => t.textContent === "while you were away")"##,
+                shown,
+            )
+            .await;
+        let seen = browser.eval(page, shown).await;
+        assert_eq!(
+            seen["texts"],
+            json!([hostile, "while you were away"]),
+            "no gap, no duplicate: {seen}"
+        );
+    }
     server.stop().await;
 }
