@@ -293,14 +293,16 @@ async fn room_session(mut socket: WebSocket, app: Arc<App>) {
         client,
         clients: room.clients.get(),
     };
-    let reason = if send(&mut socket, welcome.encode(), &app.config).await {
-        room.publish(&RoomEvent::Join {
-            client,
-            clients: room.clients.get(),
-        });
-        converse(&mut socket, client, &mut messages, &app).await
-    } else {
-        Left::TooSlow
+    let welcomed = send(&mut socket, Message::Text(welcome.encode()), &app.config).await;
+    let reason = match welcomed.ends_session() {
+        Some(reason) => reason,
+        None => {
+            room.publish(&RoomEvent::Join {
+                client,
+                clients: room.clients.get(),
+            });
+            converse(&mut socket, client, &mut messages, &app).await
+        }
     };
     drop(counted);
     room.publish(&RoomEvent::Leave {
@@ -333,7 +335,8 @@ async fn converse(
                     // Decision: the room relays text only. RFC 6455's code for "a type of data
                     // this endpoint cannot accept" is 1003; the page never sends binary.
                     Some(Ok(Message::Binary(_))) => {
-                        ws::close(socket, CloseCode::Unsupported, "this room relays text messages only").await;
+                        let reason = "this room relays text messages only";
+                        ws::close(socket, CloseCode::Unsupported, reason).await;
                         return Left::Refused;
                     }
                     Some(Ok(Message::Close(_))) => {
@@ -349,8 +352,9 @@ async fn converse(
             }
             published = messages.recv() => match published {
                 Ok(text) => {
-                    if !send(socket, text, config).await {
-                        return Left::TooSlow;
+                    let delivery = send(socket, Message::Text(text), config).await;
+                    if let Some(reason) = delivery.ends_session() {
+                        return reason;
                     }
                 }
                 // The policy for a client that cannot keep up: it is closed, never skipped
@@ -361,13 +365,15 @@ async fn converse(
                     ws::close(socket, CloseCode::Policy, "too slow: fell behind the room").await;
                     return Left::TooSlow;
                 }
-                // Only if the room is gone, which happens at shutdown.
+                // The room's sender lives as long as the App this session holds, so this cannot
+                // happen; if it ever did, there would be no room left to be in.
                 Err(RecvError::Closed) => return Left::Shutdown,
             },
             beat = heartbeat.beat() => match beat {
                 Beat::Ping => {
-                    if !send_message(socket, Message::Ping(Default::default()), config).await {
-                        return Left::TooSlow;
+                    let delivery = send(socket, Message::Ping(Default::default()), config).await;
+                    if let Some(reason) = delivery.ends_session() {
+                        return reason;
                     }
                 }
                 Beat::Silent => {
@@ -385,26 +391,44 @@ async fn converse(
 // ANCHOR_END: room_session
 
 // ANCHOR: send
-/// Sends one text message within [`Config::send_timeout`]; `false` if the client is gone or did
-/// not take it in time. A client that stops reading fills its TCP window and then our write
-/// waits; the timeout bounds that wait, and only this client's session is waiting.
-async fn send(socket: &mut WebSocket, text: Utf8Bytes, config: &Config) -> bool {
-    send_message(socket, Message::Text(text), config).await
+/// What became of a message written to a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Written and flushed.
+    Sent,
+    /// The connection is gone (reset, closed): the client left.
+    Gone,
+    /// The client did not take it within [`Config::send_timeout`].
+    TooSlow,
 }
 
-async fn send_message(socket: &mut WebSocket, message: Message, config: &Config) -> bool {
+/// Writes one message within [`Config::send_timeout`]. A client that stops reading fills its
+/// TCP window and then our write waits; the timeout bounds that wait, and only this client's
+/// session is waiting.
+async fn send(socket: &mut WebSocket, message: Message, config: &Config) -> Delivery {
     match tokio::time::timeout(config.send_timeout, socket.send(message)).await {
-        Ok(Ok(())) => true,
+        Ok(Ok(())) => Delivery::Sent,
         Ok(Err(error)) => {
             tracing::debug!(%error, "write failed");
-            false
+            Delivery::Gone
         }
         Err(_) => {
             tracing::info!(
-                "dropping a client that did not read for {:?}",
+                "dropping a client that took nothing for {:?}",
                 config.send_timeout
             );
-            false
+            Delivery::TooSlow
+        }
+    }
+}
+
+impl Delivery {
+    /// Why the session ends, if this delivery ends it.
+    fn ends_session(self) -> Option<Left> {
+        match self {
+            Delivery::Sent => None,
+            Delivery::Gone => Some(Left::Closed),
+            Delivery::TooSlow => Some(Left::TooSlow),
         }
     }
 }
@@ -437,7 +461,7 @@ async fn echo_session(mut socket: WebSocket, app: Arc<App>) {
                 heartbeat.heard();
                 match incoming {
                     Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                        if !send_message(&mut socket, message, config).await {
+                        if send(&mut socket, message, config).await != Delivery::Sent {
                             return;
                         }
                     }
@@ -455,7 +479,8 @@ async fn echo_session(mut socket: WebSocket, app: Arc<App>) {
             }
             beat = heartbeat.beat() => match beat {
                 Beat::Ping => {
-                    if !send_message(&mut socket, Message::Ping(Default::default()), config).await {
+                    let ping = Message::Ping(Default::default());
+                    if send(&mut socket, ping, config).await != Delivery::Sent {
                         return;
                     }
                 }

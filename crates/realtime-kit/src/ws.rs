@@ -326,7 +326,8 @@ pub fn close_code_for(error: &tungstenite::Error) -> Option<CloseCode> {
 /// meanwhile it holds a socket and a task. So the server sends a Ping every `ping_interval`,
 /// which a live client answers with a Pong (browsers do so by themselves), and counts a client
 /// silent when no frame at all has arrived for `idle_timeout`. The pings also keep proxies from
-/// closing an idle connection.
+/// closing an idle connection. Silence is checked at each beat, so a silent client is closed
+/// between `idle_timeout` and `idle_timeout + ping_interval` after its last frame.
 #[derive(Debug)]
 pub struct Heartbeat {
     /// When the next Ping is due.
