@@ -482,41 +482,145 @@ impl SlowReader {
 }
 // ANCHOR_END: slow_reader
 
-// ANCHOR: conflation_test
-/// Conflation on the wire: a client that stops reading while the market makes thousands of
-/// quotes is not sent a backlog. When it reads again it gets far fewer quotes than were made,
-/// never an older price of a symbol after a newer one, every one a real quote of the market,
-/// and it catches up with the live market.
-#[tokio::test]
-async fn a_slow_reader_gets_the_latest_prices_not_a_backlog() {
-    // Accepted sockets inherit the listener's SO_SNDBUF. A fixed 16 KiB (the kernel doubles it)
-    // turns off send-buffer autotuning, which would otherwise let the kernel hold megabytes of
-    // this client's quotes before the server sees any backpressure (see the book chapter).
+/// A WebSocket read over a raw socket with a small receive buffer, like [`SlowReader`]: the test
+/// does the handshake and the framing itself, so it decides when bytes are read.
+struct SlowSocket {
+    tcp: TcpStream,
+    raw: Vec<u8>,
+}
+
+impl SlowSocket {
+    /// Connects, subscribes to every symbol and reads up to the snapshot.
+    async fn subscribe(addr: SocketAddr) -> Self {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let mut tcp = within(socket.connect(addr)).await.expect("connect");
+        let request = format!(
+            "GET /quotes/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.expect("send");
+        let mut reader = Self {
+            tcp,
+            raw: Vec::new(),
+        };
+        while !reader.raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            reader.read_more().await;
+        }
+        let end = reader
+            .raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap()
+            + 4;
+        let head = String::from_utf8_lossy(&reader.raw[..end]).to_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        reader.raw.drain(..end);
+        // A client's frames are masked (RFC 6455 section 5.3): FIN + text, MASK + length, the
+        // key, then the payload XORed with it.
+        let command = br#"{"type":"subscribe"}"#;
+        let key = [1u8, 2, 3, 4];
+        let mut frame = vec![0x81, 0x80 | command.len() as u8];
+        frame.extend_from_slice(&key);
+        frame.extend(
+            command
+                .iter()
+                .enumerate()
+                .map(|(i, byte)| byte ^ key[i % 4]),
+        );
+        reader.tcp.write_all(&frame).await.expect("send");
+        assert_eq!(reader.next_message().await["type"], "snapshot");
+        reader
+    }
+
+    async fn read_more(&mut self) {
+        let mut buffer = [0u8; 16 * 1024];
+        let read = within(self.tcp.read(&mut buffer)).await.expect("read");
+        assert!(read > 0, "the server closed the socket");
+        self.raw.extend_from_slice(&buffer[..read]);
+    }
+
+    /// The next text message, as JSON. Server frames are unmasked; ours are under 64 KiB.
+    async fn next_message(&mut self) -> Value {
+        loop {
+            if self.raw.len() >= 2 {
+                let (length, header) = match self.raw[1] & 0x7f {
+                    126 if self.raw.len() >= 4 => (
+                        usize::from(u16::from_be_bytes([self.raw[2], self.raw[3]])),
+                        4,
+                    ),
+                    126 => (usize::MAX, 4),
+                    short => (usize::from(short), 2),
+                };
+                if length != usize::MAX && self.raw.len() >= header + length {
+                    let opcode = self.raw[0] & 0x0f;
+                    let payload: Vec<u8> = self.raw.drain(..header + length).skip(header).collect();
+                    if opcode == 0x1 {
+                        return serde_json::from_slice(&payload).expect("JSON messages");
+                    }
+                    continue; // a Ping: the test does not answer, it is only slow
+                }
+            }
+            self.read_more().await;
+        }
+    }
+}
+
+/// Where the conflation check reads quotes from: an event stream or a WebSocket.
+trait QuoteSource {
+    async fn next_quote(&mut self) -> Value;
+}
+
+impl QuoteSource for SlowReader {
+    async fn next_quote(&mut self) -> Value {
+        let event = self.next_event().await;
+        assert_eq!(event.event, "quote");
+        data(&event)
+    }
+}
+
+impl QuoteSource for SlowSocket {
+    async fn next_quote(&mut self) -> Value {
+        let mut message = self.next_message().await;
+        assert_eq!(message["type"], "quote", "{message}");
+        message.as_object_mut().expect("an object").remove("type");
+        message
+    }
+}
+
+/// A market updating every millisecond, on a listener whose accepted sockets get a fixed 16 KiB
+/// send buffer (the kernel doubles it). Without the cap, send-buffer autotuning would let the
+/// kernel hold megabytes of a slow client's quotes before the server saw any backpressure (see
+/// the book chapter).
+fn market_with_small_send_buffers() -> TestMarket {
     let socket = TcpSocket::new_v4().expect("socket");
     socket.set_send_buffer_size(16 * 1024).expect("SO_SNDBUF");
     socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
     let listener = socket.listen(64).expect("listen");
-    let server = TestMarket::start_on(
+    TestMarket::start_on(
         listener,
         Config {
             update_interval: Duration::from_millis(1),
             ..Config::default()
         },
-    );
-    let mut reader = SlowReader::connect(server.addr, "/quotes/stream").await;
-    let snapshot = reader.next_event().await;
-    assert_eq!(snapshot.event, "snapshot");
-    let stalled_at = server.stats().await["last_seq"].as_u64().expect("last_seq");
+    )
+}
 
-    // Stall: read nothing while the market makes 3,000 quotes (about 450 KB of events).
+// ANCHOR: conflation_test
+/// Stalls `client` while the market makes 3,000 quotes, then reads until it has caught up.
+/// Without conflation it would read all 3,000. With it, it gets far fewer: what the kernels were
+/// holding, then the latest price of each symbol; every one a real quote of the market, and
+/// never an older price of a symbol after a newer one.
+async fn assert_conflated(server: &TestMarket, client: &mut impl QuoteSource) {
+    let stalled_at = server.stats().await["last_seq"].as_u64().expect("last_seq");
     let resumed_at = server.wait_for_seq(stalled_at + 3_000).await;
 
     let expected = simulated(Config::default().seed, 100_000);
     let mut received = 0;
     let mut last_of_symbol: HashMap<String, u64> = HashMap::new();
     loop {
-        let event = reader.next_event().await;
-        let quote = data(&event);
+        let quote = client.next_quote().await;
         let seq = quote["seq"].as_u64().expect("seq");
         assert_eq!(quote, expected[seq as usize], "a real quote of the market");
         let symbol = quote["symbol"].as_str().expect("symbol").to_owned();
@@ -532,6 +636,24 @@ async fn a_slow_reader_gets_the_latest_prices_not_a_backlog() {
         received < made / 2,
         "received {received} of {made} quotes: a backlog, not the latest prices"
     );
+}
+
+/// Conflation on the event stream: a reader that stops reading gets the latest prices when it
+/// reads again, not a backlog.
+#[tokio::test]
+async fn a_slow_event_stream_reader_gets_the_latest_prices_not_a_backlog() {
+    let server = market_with_small_send_buffers();
+    let mut reader = SlowReader::connect(server.addr, "/quotes/stream").await;
+    assert_eq!(reader.next_event().await.event, "snapshot");
+    assert_conflated(&server, &mut reader).await;
+}
+
+/// Conflation on the WebSocket: the same, through the same per-client cursor.
+#[tokio::test]
+async fn a_slow_websocket_reader_gets_the_latest_prices_not_a_backlog() {
+    let server = market_with_small_send_buffers();
+    let mut socket = SlowSocket::subscribe(server.addr).await;
+    assert_conflated(&server, &mut socket).await;
 }
 // ANCHOR_END: conflation_test
 

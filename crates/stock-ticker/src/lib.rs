@@ -38,14 +38,14 @@ use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use realtime_kit::sse::{self, Event, SseResponse};
-use realtime_kit::ws::{self, Limits, OriginPolicy, WebSocket};
+use realtime_kit::ws::{self, Beat, Heartbeat, Limits, OriginPolicy, WebSocket};
 use realtime_kit::{Body, Gauge, Shutdown, respond};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::market::{Market, Quote, SymbolSpec};
 
@@ -509,74 +509,113 @@ impl Feed {
 }
 
 // ANCHOR: socket_session
+/// Time between Pings to a WebSocket client; they also keep proxies from closing the socket.
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// How long a WebSocket client may send nothing at all (not even a Pong) before it is closed
+/// as gone: a vanished peer shows no other sign until a write fails, minutes later.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// How long one message may wait for a client's socket to take it. A slow client is conflated,
+/// not dropped; one that takes nothing at all for this long is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a WebSocket session does next.
+enum Step {
+    /// A frame (or the end of the stream) from the client.
+    Incoming(Option<Result<Message, tungstenite::Error>>),
+    /// The heartbeat is due.
+    Beat(Beat),
+    /// A quote to send.
+    Quote(Utf8Bytes),
+    /// The board changed: look for quotes again.
+    BoardChanged,
+}
+
 /// One WebSocket client: it subscribes and unsubscribes with commands, and is sent quotes the
 /// same way the event stream is, through its own [`Cursor`].
 async fn socket_session(mut socket: WebSocket, feed: Feed, shutdown: Shutdown) {
     let _counted = feed.ws_sockets.enter();
     let mut board = feed.board.clone();
     let mut cursor = Cursor::new(feed.symbols.len());
+    let mut heartbeat = Heartbeat::new(PING_INTERVAL, IDLE_TIMEOUT);
     loop {
-        // A command that has already arrived goes first, so a client that keeps the server
-        // busy with quotes can still unsubscribe.
-        let incoming = match socket.next().now_or_never() {
-            Some(incoming) => Some(incoming),
-            None => {
-                let next = cursor
-                    .next(&board.borrow_and_update())
-                    .map(|wire| wire.ws.clone());
-                if let Some(text) = next {
-                    // `send` waits while the client's socket is full; meanwhile the board moves
-                    // on, and the next round sends the then-latest quote.
-                    let sent = tokio::select! {
-                        sent = socket.send(Message::Text(text)) => sent,
-                        () = shutdown.requested() => break,
-                    };
-                    if sent.is_err() {
-                        return; // the client has gone
+        // What has already arrived goes before the next quote, so a client kept busy with
+        // quotes can still unsubscribe, and the heartbeat still beats.
+        let step = if let Some(incoming) = socket.next().now_or_never() {
+            Step::Incoming(incoming)
+        } else if let Some(beat) = heartbeat.beat().now_or_never() {
+            Step::Beat(beat)
+        } else if let Some(wire) = cursor.next(&board.borrow_and_update()) {
+            Step::Quote(wire.ws.clone())
+        } else {
+            tokio::select! {
+                incoming = socket.next() => Step::Incoming(incoming),
+                beat = heartbeat.beat() => Step::Beat(beat),
+                changed = board.changed() => match changed {
+                    Ok(()) => Step::BoardChanged,
+                    Err(_) => break, // the market task stopped: shutting down
+                },
+                () = shutdown.requested() => break,
+            }
+        };
+        let outgoing = match step {
+            Step::Quote(text) => Message::Text(text),
+            Step::BoardChanged => continue,
+            Step::Beat(Beat::Ping) => Message::Ping(Default::default()),
+            Step::Beat(Beat::Silent) => {
+                ws::close(&mut socket, CloseCode::Policy, "no answer to pings").await;
+                return;
+            }
+            Step::Incoming(incoming) => {
+                heartbeat.heard();
+                match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        let current = board.borrow();
+                        Message::Text(follow_command(&text, &feed, &mut cursor, &current))
                     }
-                    continue;
-                }
-                tokio::select! {
-                    incoming = socket.next() => Some(incoming),
-                    changed = board.changed() => match changed {
-                        Ok(()) => None,
-                        Err(_) => break, // the market task stopped: shutting down
-                    },
-                    () = shutdown.requested() => break,
+                    Some(Ok(Message::Binary(_))) => Message::Text(error_message(
+                        "commands are JSON text messages, not binary ones".to_owned(),
+                        None,
+                    )),
+                    // tungstenite answers Pings itself; a Pong only needed to be heard.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Close(_))) => {
+                        // tungstenite has queued the reply; reading on sends it and ends the
+                        // stream.
+                        let drained = async { while let Some(Ok(_)) = socket.next().await {} };
+                        let _ = tokio::time::timeout(ws::CLOSE_TIMEOUT, drained).await;
+                        return;
+                    }
+                    Some(Err(error)) => {
+                        if let Some(code) = ws::close_code_for(&error) {
+                            ws::close(&mut socket, code, "invalid frame or message").await;
+                        }
+                        tracing::debug!(%error, "WebSocket ended with an error");
+                        return;
+                    }
+                    None => return,
                 }
             }
         };
-        let Some(incoming) = incoming else { continue };
-        let reply = match incoming {
-            Some(Ok(Message::Text(text))) => {
-                let current = board.borrow();
-                follow_command(&text, &feed, &mut cursor, &current)
-            }
-            Some(Ok(Message::Binary(_))) => Some(error_message(
-                "commands are JSON text messages, not binary ones".to_owned(),
-                None,
-            )),
-            // tungstenite answers pings itself; pongs and raw frames need nothing from us.
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => None,
-            Some(Ok(Message::Close(_))) => {
-                // tungstenite has queued the reply; reading on sends it and ends the stream.
-                let drained = async { while let Some(Ok(_)) = socket.next().await {} };
-                let _ = tokio::time::timeout(ws::CLOSE_TIMEOUT, drained).await;
-                return;
-            }
-            Some(Err(error)) => {
-                if let Some(code) = ws::close_code_for(&error) {
-                    ws::close(&mut socket, code, "invalid frame or message").await;
-                }
-                tracing::debug!(%error, "WebSocket ended with an error");
-                return;
-            }
-            None => return,
+        // `send` waits while the client's socket is full; meanwhile the board moves on, and the
+        // next round sends the then-latest quote.
+        let sent = tokio::select! {
+            sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(outgoing)) => sent,
+            () = shutdown.requested() => break,
         };
-        if let Some(reply) = reply
-            && socket.send(Message::Text(reply)).await.is_err()
-        {
-            return;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "WebSocket write failed; the client has gone");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(
+                    "dropping a WebSocket client that took nothing for {SEND_TIMEOUT:?}"
+                );
+                return;
+            }
         }
     }
     // Shutdown: tell the client we are going away (1001), so it knows to reconnect later.
@@ -603,23 +642,18 @@ enum Command {
 
 /// Applies one command to the client's cursor and returns the reply: a snapshot after a
 /// subscribe, a confirmation after an unsubscribe, or an error that leaves the socket open.
-fn follow_command(
-    text: &str,
-    feed: &Feed,
-    cursor: &mut Cursor,
-    board: &Board,
-) -> Option<Utf8Bytes> {
+fn follow_command(text: &str, feed: &Feed, cursor: &mut Cursor, board: &Board) -> Utf8Bytes {
     let command: Command = match serde_json::from_str(text) {
         Ok(command) => command,
         Err(error) => {
-            return Some(error_message(
+            return error_message(
                 format!(
                     "invalid command ({error}); send {{\"type\":\"subscribe\",\"symbols\":[\"{}\"]}} \
                      or {{\"type\":\"unsubscribe\",\"symbols\":[...]}}",
                     feed.symbols[0].symbol
                 ),
                 None,
-            ));
+            );
         }
     };
     let (Command::Subscribe { symbols } | Command::Unsubscribe { symbols }) = &command;
@@ -629,7 +663,7 @@ fn follow_command(
             Ok(indices) => indices,
             Err(unknown) => {
                 let valid = feed.symbols.iter().map(|spec| spec.symbol.as_str());
-                return Some(error_message(unknown.error, Some(valid.collect())));
+                return error_message(unknown.error, Some(valid.collect()));
             }
         },
     };
@@ -651,7 +685,7 @@ fn follow_command(
             }
         }
     };
-    Some(json_text(&reply))
+    json_text(&reply)
 }
 
 fn error_message(error: String, valid_symbols: Option<Vec<&str>>) -> Utf8Bytes {
