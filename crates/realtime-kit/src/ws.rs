@@ -398,3 +398,70 @@ pub async fn close(socket: &mut WebSocket, code: CloseCode, reason: &'static str
         tracing::debug!("the client did not finish the closing handshake in time");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        if let Some(origin) = origin {
+            headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+        }
+        headers
+    }
+
+    /// A page from the server's own host and port may connect, whatever the scheme and case
+    /// (a TLS-terminating proxy makes an `https` page reach us over plain HTTP).
+    #[test]
+    fn same_origin_is_allowed() {
+        let policy = OriginPolicy::same_origin();
+        for origin in ["http://chat.example:3001", "https://Chat.Example:3001"] {
+            assert_eq!(
+                policy.check(&headers(Some(origin), "chat.example:3001")),
+                Ok(())
+            );
+        }
+    }
+
+    /// Another host, another port, a sandboxed page (`null`) and a look-alike that only starts
+    /// with our host are all refused with 403.
+    #[test]
+    fn other_origins_are_refused() {
+        let policy = OriginPolicy::same_origin();
+        for origin in [
+            "https://evil.example",
+            "http://chat.example:3002",
+            "null",
+            "http://chat.example:3001.evil.example",
+        ] {
+            let refusal = policy
+                .check(&headers(Some(origin), "chat.example:3001"))
+                .unwrap_err();
+            assert_eq!(refusal.status, StatusCode::FORBIDDEN, "{origin}");
+        }
+    }
+
+    /// Listed origins are allowed (a trailing slash and case do not matter); clients that send
+    /// no `Origin` are not browser pages and are allowed.
+    #[test]
+    fn listed_origins_and_non_browsers_are_allowed() {
+        let policy = OriginPolicy::same_origin().allow("HTTP://localhost:5173/");
+        assert_eq!(
+            policy.check(&headers(Some("http://localhost:5173"), "127.0.0.1:3001")),
+            Ok(())
+        );
+        assert_eq!(policy.check(&headers(None, "127.0.0.1:3001")), Ok(()));
+    }
+
+    /// The default limits use the small read buffer and refuse messages over 64 KiB.
+    #[test]
+    fn default_limits_are_sized_for_many_small_messages() {
+        let config = Limits::default().websocket_config();
+        assert_eq!(config.read_buffer_size, 4 * 1024);
+        assert_eq!(config.max_message_size, Some(64 * 1024));
+        assert_eq!(config.max_frame_size, Some(64 * 1024));
+        assert!(config.max_write_buffer_size >= 6 * 64 * 1024);
+    }
+}
