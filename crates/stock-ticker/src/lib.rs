@@ -55,12 +55,12 @@ pub const DEFAULT_PORT: u16 = 3003;
 /// How the market and the server behave; [`Config::default`] is what `main` uses.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The listed symbols, in the order the page shows them.
+    /// The listed symbols, in the order the page shows them. Must not be empty.
     pub symbols: Vec<SymbolSpec>,
     /// Decides every price the market will ever show: the same seed, the same quotes.
     pub seed: u64,
     /// Time between two updates; each update moves one symbol. 125 ms is 8 updates a second
-    /// across the market, about one a second per symbol with the default eight.
+    /// across the market, about one a second per symbol with the default eight. Must not be zero.
     pub update_interval: Duration,
     /// Sent as `retry:`: how long a browser waits before reconnecting an event stream.
     pub retry: Duration,
