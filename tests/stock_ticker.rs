@@ -97,9 +97,10 @@ impl TestMarket {
         response.json().expect("stats are JSON")
     }
 
-    /// Waits until the market has made quote number `seq`, checking `/stats` every 20 ms.
-    async fn wait_for_seq(&self, seq: u64) -> u64 {
-        within(async {
+    /// Waits until the market has made quote number `seq`, checking `/stats` every 20 ms, for
+    /// at most `limit`.
+    async fn wait_for_seq(&self, seq: u64, limit: Duration) -> u64 {
+        let waiting = async {
             let mut every = tokio::time::interval(Duration::from_millis(20));
             loop {
                 every.tick().await;
@@ -108,8 +109,10 @@ impl TestMarket {
                     return last;
                 }
             }
-        })
-        .await
+        };
+        timeout(limit, waiting)
+            .await
+            .unwrap_or_else(|_| panic!("the market did not reach quote {seq} in {limit:?}"))
     }
 }
 
@@ -345,7 +348,7 @@ async fn unsubscribe_stops_the_flow() {
     while next_json(&mut socket).await["type"] != "unsubscribed" {}
     // Let the market move on, then ask for something: nothing may have come in between.
     let now = server.stats().await["last_seq"].as_u64().expect("last_seq");
-    server.wait_for_seq(now + 20).await;
+    server.wait_for_seq(now + 20, WAIT).await;
     send_json(
         &mut socket,
         json!({"type": "subscribe", "symbols": ["GLBX"]}),
@@ -608,13 +611,16 @@ fn market_with_small_send_buffers() -> TestMarket {
 }
 
 // ANCHOR: conflation_test
-/// Stalls `client` while the market makes 3,000 quotes, then reads until it has caught up.
-/// Without conflation it would read all 3,000. With it, it gets far fewer: what the kernels were
+/// Stalls `client` while the market makes 2,000 quotes, then reads until it has caught up.
+/// Without conflation it would read all 2,000. With it, it gets far fewer: what the kernels were
 /// holding, then the latest price of each symbol; every one a real quote of the market, and
 /// never an older price of a symbol after a newer one.
 async fn assert_conflated(server: &TestMarket, client: &mut impl QuoteSource) {
     let stalled_at = server.stats().await["last_seq"].as_u64().expect("last_seq");
-    let resumed_at = server.wait_for_seq(stalled_at + 3_000).await;
+    // At one quote a millisecond this takes 2 s; a loaded machine may tick slower.
+    let resumed_at = server
+        .wait_for_seq(stalled_at + 2_000, Duration::from_secs(60))
+        .await;
 
     let expected = simulated(Config::default().seed, 100_000);
     let mut received = 0;
