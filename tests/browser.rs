@@ -54,6 +54,7 @@ struct Browser {
 
 /// A tab, in a browser context of its own (separate cookies and storage, like a second user).
 struct Page {
+    target: String,
     session: String,
 }
 
@@ -153,11 +154,22 @@ impl Browser {
             )
             .await;
         Page {
+            target: target["targetId"].as_str().expect("a target id").to_owned(),
             session: attached["sessionId"]
                 .as_str()
                 .expect("a session id")
                 .to_owned(),
         }
+    }
+
+    /// Closes the tab, as a person leaving the page does.
+    async fn close(&mut self, page: Page) {
+        self.call(
+            None,
+            "Target.closeTarget",
+            json!({ "targetId": page.target }),
+        )
+        .await;
     }
 
     /// Evaluates JavaScript in the page and returns its value.
@@ -492,5 +504,82 @@ async fn chat_pages_talk_refuse_and_resume() {
             "no gap, no duplicate: {seen}"
         );
     }
+    server.stop().await;
+}
+
+fn start_echo(listener: TcpListener) -> Running {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(echo_ws::run(listener, echo_ws::Config::default(), async {
+        let _ = stopped.await;
+    }));
+    Running { stop, task }
+}
+
+/// echo-ws in a browser: two people in separate browser contexts see each other's messages,
+/// markup in a message is shown as text, and the client count follows people joining and leaving.
+#[tokio::test]
+async fn echo_room_pages_broadcast_and_count_clients() {
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let listener = bind("127.0.0.1:0".parse().expect("address")).await;
+    let addr = listener.local_addr().expect("address");
+    let server = start_echo(listener);
+
+    let ann = browser.open(&format!("http://{addr}/")).await;
+    let bob = browser.open(&format!("http://{addr}/")).await;
+    let shown = r##"({ state: document.getElementById("state").textContent,
+                       clients: document.getElementById("clients").textContent,
+                       log: [...document.querySelectorAll("#log li")].map(li => li.textContent) })"##;
+    for page in [&ann, &bob] {
+        browser
+            .wait_for(
+                page,
+                r#"document.getElementById("state").textContent === "open"
+                   && document.getElementById("clients").textContent === "2""#,
+                shown,
+            )
+            .await;
+    }
+
+    let hostile = "<b>bold?</b><img src=x onerror=alert(1)> & </script>";
+    browser.type_into(&ann, "#text", hostile).await;
+    browser
+        .eval(&ann, r#"document.getElementById("send").requestSubmit()"#)
+        .await;
+    let arrived = format!(
+        r##"[...document.querySelectorAll("#log li")].some(li => li.textContent.endsWith({}))"##,
+        json!(hostile)
+    );
+    for page in [&ann, &bob] {
+        browser.wait_for(page, &arrived, shown).await;
+        assert_eq!(
+            browser
+                .eval(
+                    page,
+                    r##"document.querySelectorAll("#log b, #log img, #log script").length"##
+                )
+                .await,
+            0,
+            "markup in a message stays text"
+        );
+    }
+    browser.type_into(&bob, "#text", "hello from bob").await;
+    browser
+        .eval(&bob, r#"document.getElementById("send").requestSubmit()"#)
+        .await;
+    let from_bob = r##"[...document.querySelectorAll("#log li")].some(li => li.textContent.endsWith("hello from bob"))"##;
+    browser.wait_for(&ann, from_bob, shown).await;
+    browser.screenshot(&ann, "echo-ws").await;
+
+    // Bob closes his tab, and Ann's count follows.
+    browser.close(bob).await;
+    browser
+        .wait_for(
+            &ann,
+            r#"document.getElementById("clients").textContent === "1""#,
+            shown,
+        )
+        .await;
     server.stop().await;
 }
