@@ -583,3 +583,101 @@ async fn echo_room_pages_broadcast_and_count_clients() {
         .await;
     server.stop().await;
 }
+
+fn start_stock_ticker(listener: TcpListener) -> Running {
+    let config = stock_ticker::Config {
+        update_interval: Duration::from_millis(10),
+        ..stock_ticker::Config::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(stock_ticker::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    Running { stop, task }
+}
+
+/// stock-ticker in a browser: the table fills and its prices move, each chart draws and moves,
+/// and switching from SSE to WebSocket keeps the same feed going (the sequence keeps rising).
+#[tokio::test]
+async fn stock_ticker_page_updates_table_chart_and_switches_transport() {
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let listener = bind("127.0.0.1:0".parse().expect("address")).await;
+    let addr = listener.local_addr().expect("address");
+    let server = start_stock_ticker(listener);
+
+    let page = browser.open(&format!("http://{addr}/")).await;
+    let shown = r#"({ state: document.getElementById("state").textContent,
+                      received: document.getElementById("received").textContent,
+                      seq: document.getElementById("last-seq").textContent,
+                      kind: document.getElementById("raw-kind").textContent,
+                      prices: [...document.querySelectorAll("td.price")].map(td => td.textContent),
+                      chart: document.querySelector("svg.spark polyline").getAttribute("points") })"#;
+    // Every row shows a price, and the first chart has a line of several points.
+    browser
+        .wait_for(
+            &page,
+            r#"document.getElementById("state").textContent === "open"
+               && [...document.querySelectorAll("td.price")].every(td => td.textContent !== "-")
+               && document.querySelector("svg.spark polyline").getAttribute("points").split(" ").length > 3"#,
+            shown,
+        )
+        .await;
+    let before = browser.eval(&page, shown).await;
+    assert!(
+        before["kind"].as_str().unwrap_or("").starts_with("SSE"),
+        "{before}"
+    );
+    browser
+        .wait_for(
+            &page,
+            &format!(
+                r#"JSON.stringify([...document.querySelectorAll("td.price")].map(td => td.textContent)) !== {}
+                   && document.querySelector("svg.spark polyline").getAttribute("points") !== {}"#,
+                json!(before["prices"].to_string()),
+                before["chart"]
+            ),
+            shown,
+        )
+        .await;
+
+    // The switch: the same feed goes on over WebSocket, with sequence numbers still rising.
+    let seq_at_switch: u64 = browser.eval(&page, shown).await["seq"]
+        .as_str()
+        .and_then(|seq| seq.parse().ok())
+        .expect("a numeric sequence");
+    browser
+        .eval(
+            &page,
+            r#"document.querySelector('input[name="transport"][value="ws"]').click()"#,
+        )
+        .await;
+    browser
+        .wait_for(
+            &page,
+            &format!(
+                r#"document.getElementById("state").textContent === "open"
+                   && document.getElementById("raw-kind").textContent.startsWith("WebSocket message: quote")
+                   && Number(document.getElementById("last-seq").textContent) > {seq_at_switch} + 20"#
+            ),
+            shown,
+        )
+        .await;
+    assert_eq!(
+        browser.eval(&page, "location.hash").await,
+        "#ws",
+        "the address remembers the transport"
+    );
+    // For the book: charts with some history behind them.
+    browser
+        .wait_for(
+            &page,
+            r#"[...document.querySelectorAll("svg.spark polyline")]
+                 .every(line => line.getAttribute("points").split(" ").length > 40)"#,
+            shown,
+        )
+        .await;
+    browser.screenshot(&page, "stock-ticker").await;
+    server.stop().await;
+}
