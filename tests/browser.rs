@@ -18,11 +18,12 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+mod common;
+use common::TestServer;
 
 /// How long a page may take to reach a state the test waits for.
 const WAIT: Duration = Duration::from_secs(15);
@@ -268,33 +269,15 @@ async fn wait_until<T>(mut check: impl FnMut() -> Option<T>) -> Option<T> {
 }
 // ANCHOR_END: harness
 
-/// A demo server in this test's runtime, which can be stopped and started again on its port.
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        timeout(WAIT, self.task)
-            .await
-            .expect("the server stopped in time")
-            .expect("the server task did not panic");
-    }
-}
-
-fn start_clock(listener: TcpListener) -> Running {
+fn start_clock(listener: TcpListener) -> TestServer {
     let config = clock_sse::Config {
         tick_interval: Duration::from_millis(250),
         retry: Duration::from_millis(500),
         ..clock_sse::Config::default()
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(clock_sse::run(listener, config, async {
-        let _ = stopped.await;
-    }));
-    Running { stop, task }
+    TestServer::start_on(listener, |listener, signal| {
+        clock_sse::run(listener, config, signal)
+    })
 }
 
 async fn bind(addr: SocketAddr) -> TcpListener {
@@ -390,16 +373,14 @@ async fn clock_page_ticks_reconnects_and_resumes() {
     server.stop().await;
 }
 
-fn start_chat(listener: TcpListener) -> Running {
+fn start_chat(listener: TcpListener) -> TestServer {
     let config = chat_sse::Config {
         retry: Duration::from_millis(500),
         ..chat_sse::Config::default()
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(chat_sse::run(listener, config, async {
-        let _ = stopped.await;
-    }));
-    Running { stop, task }
+    TestServer::start_on(listener, |listener, signal| {
+        chat_sse::run(listener, config, signal)
+    })
 }
 
 /// chat-sse in a browser: two tabs chat with each other, markup in a message is shown as text,
@@ -507,12 +488,11 @@ async fn chat_pages_talk_refuse_and_resume() {
     server.stop().await;
 }
 
-fn start_echo(listener: TcpListener) -> Running {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(echo_ws::run(listener, echo_ws::Config::default(), async {
-        let _ = stopped.await;
-    }));
-    Running { stop, task }
+fn start_echo(listener: TcpListener) -> TestServer {
+    let config = echo_ws::Config::default();
+    TestServer::start_on(listener, |listener, signal| {
+        echo_ws::run(listener, config, signal)
+    })
 }
 
 /// echo-ws in a browser: two people in separate browser contexts see each other's messages,
@@ -584,16 +564,14 @@ async fn echo_room_pages_broadcast_and_count_clients() {
     server.stop().await;
 }
 
-fn start_stock_ticker(listener: TcpListener) -> Running {
+fn start_stock_ticker(listener: TcpListener) -> TestServer {
     let config = stock_ticker::Config {
         update_interval: Duration::from_millis(10),
         ..stock_ticker::Config::default()
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(stock_ticker::run(listener, config, async {
-        let _ = stopped.await;
-    }));
-    Running { stop, task }
+    TestServer::start_on(listener, |listener, signal| {
+        stock_ticker::run(listener, config, signal)
+    })
 }
 
 /// stock-ticker in a browser: the table fills and its prices move, each chart draws and moves,

@@ -6,8 +6,6 @@
 //! sleep.
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use chat_sse::Config;
@@ -17,31 +15,31 @@ use realtime_kit::parser::{MessageEvent, SseParser};
 use realtime_kit::request::Cors;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
-/// Long enough for a loaded CI machine, short enough that a hang fails fast.
-const WAIT: Duration = Duration::from_secs(10);
+mod common;
+use common::{TestServer, within};
 
-/// A chat server running in the test's runtime.
-struct TestChat {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+/// A chat server running in the test's runtime, with the chat's own requests.
+struct TestChat(TestServer);
+
+impl std::ops::Deref for TestChat {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TestChat {
+    fn deref_mut(&mut self) -> &mut TestServer {
+        &mut self.0
+    }
 }
 
 impl TestChat {
     async fn start(config: Config) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let signal = async {
-            let _ = stopped.await;
-        };
-        let task = tokio::spawn(chat_sse::run(listener, config, signal));
-        Self { addr, stop, task }
+        Self(TestServer::start(|listener, signal| chat_sse::run(listener, config, signal)).await)
     }
 
     async fn default() -> Self {
@@ -50,12 +48,7 @@ impl TestChat {
 
     /// Stops the server and waits until it has returned.
     async fn stop(self) {
-        self.stop.send(()).expect("server is running");
-        within(self.task).await.expect("run returned");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.0.stop().await;
     }
 
     async fn events(&self, headers: &[(&str, &str)]) -> EventStream {
@@ -104,11 +97,6 @@ impl TestChat {
         assert_eq!(response.status, 200, "{}", response.text());
         response.json().expect("the history is JSON")
     }
-}
-
-/// Awaits `future`, failing the test if it takes longer than [`WAIT`].
-async fn within<T>(future: impl Future<Output = T>) -> T {
-    timeout(WAIT, future).await.expect("timed out")
 }
 
 async fn next_event(stream: &mut EventStream) -> MessageEvent {
@@ -930,13 +918,13 @@ async fn page_uses_event_source_and_text_only() {
 /// On shutdown every open stream ends cleanly and `run` returns.
 #[tokio::test]
 async fn shutdown_ends_open_streams() {
-    let chat = TestChat::default().await;
+    let mut chat = TestChat::default().await;
     let mut stream = chat.live_events().await;
-    chat.stop.send(()).expect("server is running");
+    chat.request_stop();
     while within(stream.next_event())
         .await
         .expect("clean end")
         .is_some()
     {}
-    within(chat.task).await.expect("run returned");
+    chat.stop().await;
 }

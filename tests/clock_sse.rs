@@ -4,8 +4,6 @@
 //! Run with `cargo test --test clock_sse`. Ticks come every 100 ms here instead of every second;
 //! every wait is bounded by a timeout, none is a bare sleep.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use clock_sse::Config;
@@ -13,31 +11,25 @@ use realtime_kit::client::{self, EventStream};
 use realtime_kit::parser::MessageEvent;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-/// Long enough for a loaded CI machine, short enough that a hang fails fast.
-const WAIT: Duration = Duration::from_secs(5);
+mod common;
+use common::{TestServer, within};
 
-/// A clock server running in the test's runtime.
-struct TestClock {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+/// A clock server running in the test's runtime, with the clock's own requests.
+struct TestClock(TestServer);
+
+impl std::ops::Deref for TestClock {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.0
+    }
 }
 
 impl TestClock {
     async fn start(config: Config) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let signal = async {
-            let _ = stopped.await;
-        };
-        let task = tokio::spawn(clock_sse::run(listener, config, signal));
-        Self { addr, stop, task }
+        Self(TestServer::start(|listener, signal| clock_sse::run(listener, config, signal)).await)
     }
 
     async fn fast() -> Self {
@@ -46,10 +38,6 @@ impl TestClock {
             ..Config::default()
         })
         .await
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
     }
 
     async fn events(&self, headers: &[(&str, &str)]) -> EventStream {
@@ -67,11 +55,6 @@ impl TestClock {
         assert_eq!(response.status, 200);
         response.json().expect("stats are JSON")
     }
-}
-
-/// Awaits `future`, failing the test if it takes longer than [`WAIT`].
-async fn within<T>(future: impl Future<Output = T>) -> T {
-    timeout(WAIT, future).await.expect("timed out")
 }
 
 async fn next_tick(stream: &mut EventStream) -> MessageEvent {
@@ -213,8 +196,9 @@ async fn shutdown_ends_open_streams_and_run_returns() {
     next_tick(&mut first).await;
     next_tick(&mut second).await;
 
+    let mut clock = clock.0;
     let started = std::time::Instant::now();
-    clock.stop.send(()).expect("server is running");
+    clock.request_stop();
     for stream in [&mut first, &mut second] {
         // Skip a tick that was already on its way; then the body must end without an error.
         while within(stream.next_event())
@@ -223,14 +207,15 @@ async fn shutdown_ends_open_streams_and_run_returns() {
             .is_some()
         {}
     }
-    within(clock.task).await.expect("run returned");
+    let addr = clock.addr;
+    clock.stop().await;
     assert!(
         started.elapsed() < realtime_kit::server::GRACE_PERIOD,
         "shutdown took {:?}",
         started.elapsed()
     );
     assert!(
-        TcpStream::connect(clock.addr).await.is_err(),
+        TcpStream::connect(addr).await.is_err(),
         "the listener is closed"
     );
 }
@@ -251,7 +236,7 @@ async fn keep_alive_comment_appears_when_idle() {
         .await
         .expect("send request");
     let mut received = Vec::new();
-    let found = timeout(WAIT, async {
+    let found = timeout(common::WAIT, async {
         let mut buffer = [0u8; 1024];
         loop {
             let read = socket.read(&mut buffer).await.expect("read");

@@ -5,8 +5,6 @@
 //! Run with `cargo test --test echo_ws`. Heartbeats and timeouts are shortened here; every wait is
 //! bounded by a timeout, none is a bare sleep.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,45 +15,40 @@ use realtime_kit::client;
 use realtime_kit::ws::OriginPolicy;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tokio::time::timeout;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// Long enough for a loaded CI machine, short enough that a hang fails fast.
-const WAIT: Duration = Duration::from_secs(10);
+mod common;
+use common::{TestServer, within};
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// An echo-ws server running in the test's runtime.
-struct TestServer {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+/// An echo-ws server running in the test's runtime, with the WebSocket requests of these tests.
+struct TestEcho(TestServer);
+
+impl std::ops::Deref for TestEcho {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.0
+    }
 }
 
-impl TestServer {
+impl std::ops::DerefMut for TestEcho {
+    fn deref_mut(&mut self) -> &mut TestServer {
+        &mut self.0
+    }
+}
+
+impl TestEcho {
     async fn start(config: Config) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let signal = async {
-            let _ = stopped.await;
-        };
-        let task = tokio::spawn(echo_ws::run(listener, config, signal));
-        Self { addr, stop, task }
+        Self(TestServer::start(|listener, signal| echo_ws::run(listener, config, signal)).await)
     }
 
     async fn default() -> Self {
         Self::start(Config::default()).await
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
     }
 
     /// Opens a WebSocket to `path` with extra request headers; the handshake's error if refused.
@@ -96,11 +89,6 @@ impl TestServer {
         assert_eq!(response.status, 200);
         response.json().expect("stats are JSON")
     }
-}
-
-/// Awaits `future`, failing the test if it takes longer than [`WAIT`].
-async fn within<T>(future: impl Future<Output = T>) -> T {
-    timeout(WAIT, future).await.expect("timed out")
 }
 
 /// The next data message (Pings and Pongs are skipped; tungstenite answers Pings by itself).
@@ -158,7 +146,7 @@ async fn handshake_answers_the_rfc_example_key() {
         "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
     );
 
-    let server = TestServer::default().await;
+    let server = TestEcho::default().await;
     let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
     let request = format!(
         "GET /echo HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -194,7 +182,7 @@ async fn read_head(tcp: &mut TcpStream) -> String {
 /// `/echo` sends text and binary messages back unchanged, to the sender only.
 #[tokio::test]
 async fn echo_returns_text_and_binary() {
-    let server = TestServer::default().await;
+    let server = TestEcho::default().await;
     let mut socket = server.connect("/echo").await;
     let mut bystander = server.connect("/echo").await;
     socket.send(Message::text("héllo")).await.expect("send");
@@ -218,7 +206,7 @@ async fn echo_returns_text_and_binary() {
 /// order it sent them).
 #[tokio::test]
 async fn broadcast_reaches_three_clients_in_order() {
-    let server = TestServer::default().await;
+    let server = TestEcho::default().await;
     let (mut a, id_a) = server.join().await;
     let (mut b, id_b) = server.join().await;
     let (mut c, _) = server.join().await;
@@ -257,7 +245,7 @@ async fn broadcast_reaches_three_clients_in_order() {
 /// A newcomer learns its number; everyone hears joins and leaves with the number of clients.
 #[tokio::test]
 async fn join_and_leave_notices_carry_the_client_count() {
-    let server = TestServer::default().await;
+    let server = TestEcho::default().await;
     let mut first = server.connect("/ws").await;
     assert_eq!(
         next_json(&mut first).await,
@@ -286,7 +274,7 @@ async fn join_and_leave_notices_carry_the_client_count() {
 /// The room relays text only: a binary message closes the socket with 1003 (unsupported data).
 #[tokio::test]
 async fn binary_in_the_room_closes_with_1003() {
-    let server = TestServer::default().await;
+    let server = TestEcho::default().await;
     let (mut socket, _) = server.join().await;
     socket
         .send(Message::binary(vec![1, 2, 3]))
@@ -299,7 +287,7 @@ async fn binary_in_the_room_closes_with_1003() {
 /// the server goes on serving others.
 #[tokio::test]
 async fn oversize_message_closes_with_1009() {
-    let server = TestServer::default().await;
+    let server = TestEcho::default().await;
     let (mut socket, _) = server.join().await;
     let too_big = "x".repeat(Config::default().room_limits.max_message_size + 1);
     socket.send(Message::text(too_big)).await.expect("send");
@@ -315,7 +303,7 @@ async fn oversize_message_closes_with_1009() {
 /// client will not send such a frame, so this test writes the handshake and the frame itself.
 #[tokio::test]
 async fn invalid_utf8_closes_with_1007() {
-    let server = TestServer::default().await;
+    let server = TestEcho::default().await;
     let mut tcp = raw_handshake(&server, "/ws").await;
 
     // FIN + text opcode; MASK bit + length 2; a masking key; 0xFF 0xFE masked with it.
@@ -332,7 +320,7 @@ async fn invalid_utf8_closes_with_1007() {
 // ANCHOR_END: invalid_utf8
 
 /// Opens a WebSocket to `path` by hand: the handshake written and the `101` read over TCP.
-async fn raw_handshake(server: &TestServer, path: &str) -> TcpStream {
+async fn raw_handshake(server: &TestEcho, path: &str) -> TcpStream {
     let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -379,7 +367,7 @@ async fn read_server_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
 /// the server's own origin, an allowed one, and clients that send no `Origin` get in.
 #[tokio::test]
 async fn foreign_origin_is_refused_with_403() {
-    let server = TestServer::start(Config {
+    let server = TestEcho::start(Config {
         origins: OriginPolicy::same_origin().allow("http://localhost:5173"),
         ..Config::default()
     })
@@ -417,7 +405,7 @@ async fn foreign_origin_is_refused_with_403() {
 /// error and the header that says what to send instead; nothing panics.
 #[tokio::test]
 async fn plain_get_and_bad_handshakes_get_4xx_with_json() {
-    let server = TestServer::default().await;
+    let server = TestEcho::default().await;
     let plain = within(client::get(&server.url("/ws"))).await.expect("GET");
     assert_eq!(plain.status, 426);
     assert_eq!(plain.headers["upgrade"], "websocket");
@@ -464,7 +452,7 @@ async fn plain_get_and_bad_handshakes_get_4xx_with_json() {
 /// A Ping from the client is answered with a Pong carrying the same payload.
 #[tokio::test]
 async fn ping_is_answered_with_pong() {
-    let server = TestServer::default().await;
+    let server = TestEcho::default().await;
     for path in ["/ws", "/echo"] {
         let mut socket = server.connect(path).await;
         socket
@@ -488,7 +476,7 @@ async fn ping_is_answered_with_pong() {
 /// having left, with the reason `silent`.
 #[tokio::test]
 async fn silent_client_is_dropped_after_the_timeout() {
-    let server = TestServer::start(Config {
+    let server = TestEcho::start(Config {
         ping_interval: Duration::from_millis(50),
         idle_timeout: Duration::from_millis(200),
         ..Config::default()
@@ -518,20 +506,21 @@ async fn silent_client_is_dropped_after_the_timeout() {
 /// returns well within the grace period.
 #[tokio::test]
 async fn shutdown_sends_1001_and_run_returns() {
-    let server = TestServer::default().await;
+    let server = TestEcho::default().await;
     let (mut room, _) = server.join().await;
     let mut echo = server.connect("/echo").await;
     echo.send(Message::text("up?")).await.expect("send");
     next_message(&mut echo).await;
 
+    let mut server = server;
     let started = std::time::Instant::now();
-    server.stop.send(()).expect("the server is running");
+    server.request_stop();
     for socket in [&mut room, &mut echo] {
         assert_eq!(u16::from(close_frame(socket).await.code), 1001);
         // The client answers the Close (tokio-tungstenite does while reading) and the stream ends.
         assert!(within(socket.next()).await.is_none());
     }
-    within(server.task).await.expect("run returned");
+    server.0.stop().await;
     assert!(
         started.elapsed() < realtime_kit::server::GRACE_PERIOD,
         "shutdown took {:?}",
@@ -546,7 +535,7 @@ async fn shutdown_sends_1001_and_run_returns() {
 /// which waits for each of its own messages to come back, would stall and time out.
 #[tokio::test]
 async fn slow_client_is_cut_off_without_delaying_the_others() {
-    let server = TestServer::start(Config {
+    let server = TestEcho::start(Config {
         send_timeout: Duration::from_millis(300),
         backlog: 16,
         ..Config::default()
@@ -607,7 +596,7 @@ async fn slow_client_is_cut_off_without_delaying_the_others() {
 /// A full room refuses the next client with `503` and a JSON error, before the upgrade.
 #[tokio::test]
 async fn full_room_is_503() {
-    let server = TestServer::start(Config {
+    let server = TestEcho::start(Config {
         max_clients: 1,
         ..Config::default()
     })
@@ -622,7 +611,7 @@ async fn full_room_is_503() {
 /// Unknown paths get 404, wrong methods 405 with `Allow`, and `/stats` is JSON.
 #[tokio::test]
 async fn routes_answer_404_405_and_stats() {
-    let server = TestServer::default().await;
+    let server = TestEcho::default().await;
     let missing = within(client::get(&server.url("/nope")))
         .await
         .expect("GET");
@@ -668,7 +657,7 @@ async fn ws_client_example_sends_lines_and_prints_messages() {
         example.display()
     );
 
-    let server = TestServer::default().await;
+    let server = TestEcho::default().await;
     let mut child = tokio::process::Command::new(example)
         .arg(format!("ws://{}/echo", server.addr))
         .stdin(Stdio::piped())
@@ -696,7 +685,7 @@ async fn ws_client_example_sends_lines_and_prints_messages() {
 /// messages as text (`textContent`/text nodes), never as HTML.
 #[tokio::test]
 async fn page_connects_reconnects_and_never_renders_html() {
-    let server = TestServer::default().await;
+    let server = TestEcho::default().await;
     let page = within(client::get(&server.url("/"))).await.expect("GET /");
     assert_eq!(page.status, 200);
     assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");

@@ -6,7 +6,6 @@
 //! instead of every 125; every wait is bounded by a timeout, none is a bare sleep.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,40 +17,44 @@ use stock_ticker::Config;
 use stock_ticker::market::{self, Market};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// Long enough for a loaded CI machine, short enough that a hang fails fast.
-const WAIT: Duration = Duration::from_secs(10);
+mod common;
+use common::{TestServer, WAIT, within};
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A stock-ticker server running in the test's runtime.
-struct TestMarket {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+/// A stock-ticker server running in the test's runtime, with the market's own requests.
+struct TestMarket(TestServer);
+
+impl std::ops::Deref for TestMarket {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TestMarket {
+    fn deref_mut(&mut self) -> &mut TestServer {
+        &mut self.0
+    }
 }
 
 impl TestMarket {
     async fn start(config: Config) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        Self::start_on(listener, config)
+        Self(
+            TestServer::start(|listener, signal| stock_ticker::run(listener, config, signal)).await,
+        )
     }
 
     fn start_on(listener: TcpListener, config: Config) -> Self {
-        let addr = listener.local_addr().expect("local address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let signal = async {
-            let _ = stopped.await;
-        };
-        let task = tokio::spawn(stock_ticker::run(listener, config, signal));
-        Self { addr, stop, task }
+        Self(TestServer::start_on(listener, |listener, signal| {
+            stock_ticker::run(listener, config, signal)
+        }))
     }
 
     /// The default market (seed, eight symbols) updating every `interval`.
@@ -65,10 +68,6 @@ impl TestMarket {
 
     async fn fast() -> Self {
         Self::updating_every(Duration::from_millis(5)).await
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
     }
 
     async fn stream(&self, path: &str) -> EventStream {
@@ -114,11 +113,6 @@ impl TestMarket {
             .await
             .unwrap_or_else(|_| panic!("the market did not reach quote {seq} in {limit:?}"))
     }
-}
-
-/// Awaits `future`, failing the test if it takes longer than [`WAIT`].
-async fn within<T>(future: impl Future<Output = T>) -> T {
-    timeout(WAIT, future).await.expect("timed out")
 }
 
 async fn next_event(stream: &mut EventStream) -> MessageEvent {
@@ -667,7 +661,7 @@ async fn a_slow_websocket_reader_gets_the_latest_prices_not_a_backlog() {
 /// returns.
 #[tokio::test]
 async fn shutdown_ends_streams_and_sockets() {
-    let server = TestMarket::fast().await;
+    let mut server = TestMarket::fast().await;
     let mut stream = server.stream("/quotes/stream").await;
     assert_eq!(next_event(&mut stream).await.event, "snapshot");
     let mut socket = server.socket().await;
@@ -679,7 +673,7 @@ async fn shutdown_ends_streams_and_sockets() {
         (Some(1), Some(1))
     );
 
-    server.stop.send(()).expect("the server is running");
+    server.request_stop();
 
     within(async {
         while let Some(event) = stream.next_event().await.expect("a clean end") {
@@ -698,5 +692,5 @@ async fn shutdown_ends_streams_and_sockets() {
     })
     .await;
     assert_eq!(close.expect("a close code").code, CloseCode::Away);
-    within(server.task).await.expect("run returns");
+    server.0.stop().await;
 }
