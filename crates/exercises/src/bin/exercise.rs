@@ -1,0 +1,292 @@
+//! The exercise checker: lists the exercises, checks one, prints its hint, and verifies them all.
+//!
+//! Run with
+//!
+//! ```text
+//! cargo run -p exercises -- list            # every exercise, its chapter, done or pending
+//! cargo run -p exercises -- check clock_retry
+//! cargo run -p exercises -- hint clock_retry
+//! cargo run -p exercises -- verify          # for CI and teachers: starters fail, solutions pass
+//! ```
+//!
+//! It only runs cargo: `check` is `cargo test -p exercises --features check --test <name>`, so a
+//! student can always run that by hand and read every line of the output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+/// One `[[exercise]]` of `info.toml`.
+#[derive(Debug, Default)]
+struct Exercise {
+    /// The module, the test file and the argument to `check`.
+    name: String,
+    /// The demo crate the exercise grows from.
+    demo: String,
+    /// The book chapter that explains what the exercise builds on.
+    chapter: String,
+    /// 1 (a first small change) to 3 (a real feature).
+    difficulty: String,
+    /// What the finished exercise does, in one sentence.
+    goal: String,
+    /// Printed by `hint`; kept out of the starter so a student reads it only when stuck.
+    hint: String,
+}
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Reads `info.toml`. It uses a small subset of TOML (`[[exercise]]` tables of `key = "value"`
+/// and `key = """` multi-line strings), read here by hand so the checker needs no parser crate.
+fn load_exercises() -> Result<Vec<Exercise>, String> {
+    let path = crate_dir().join("info.toml");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let mut exercises: Vec<Exercise> = Vec::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((number, line)) = lines.next() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line == "[[exercise]]" {
+            exercises.push(Exercise::default());
+            continue;
+        }
+        let problem = |what: &str| format!("info.toml line {}: {what}", number + 1);
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| problem("expected key = \"value\""))?;
+        let value = value.trim();
+        let value = if value == "\"\"\"" {
+            let mut collected = Vec::new();
+            loop {
+                let (_, next) = lines.next().ok_or_else(|| problem("unterminated \"\"\""))?;
+                if next.trim() == "\"\"\"" {
+                    break collected.join("\n");
+                }
+                collected.push(next.to_string());
+            }
+        } else {
+            value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .ok_or_else(|| problem("expected a quoted value"))?
+                .to_string()
+        };
+        let exercise = exercises
+            .last_mut()
+            .ok_or_else(|| problem("a key before the first [[exercise]]"))?;
+        match key.trim() {
+            "name" => exercise.name = value,
+            "demo" => exercise.demo = value,
+            "chapter" => exercise.chapter = value,
+            "difficulty" => exercise.difficulty = value,
+            "goal" => exercise.goal = value,
+            "hint" => exercise.hint = value,
+            other => return Err(problem(&format!("unknown key `{other}`"))),
+        }
+    }
+    Ok(exercises)
+}
+
+/// A cargo command on this crate; `CARGO` is set by `cargo run`, so the same toolchain runs.
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(crate_dir());
+    command
+}
+
+/// Runs the tests of one exercise; `true` when they all pass.
+fn run_tests(name: &str, features: &str, quiet: bool) -> bool {
+    let mut command = cargo();
+    command.args([
+        "test",
+        "-p",
+        "exercises",
+        "--features",
+        features,
+        "--test",
+        name,
+    ]);
+    if quiet {
+        command
+            .arg("--quiet")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    }
+    command.status().is_ok_and(|status| status.success())
+}
+
+/// Runs `command` quietly; `true` when it succeeds. Prints its output when it fails.
+fn succeeds(mut command: Command) -> bool {
+    match command.output() {
+        Ok(output) if output.status.success() => true,
+        Ok(output) => {
+            eprint!("{}", String::from_utf8_lossy(&output.stdout));
+            eprint!("{}", String::from_utf8_lossy(&output.stderr));
+            false
+        }
+        Err(error) => {
+            eprintln!("could not run {command:?}: {error}");
+            false
+        }
+    }
+}
+
+fn find<'a>(exercises: &'a [Exercise], name: &str) -> Result<&'a Exercise, String> {
+    exercises.iter().find(|e| e.name == name).ok_or_else(|| {
+        format!("no exercise named `{name}`; `cargo run -p exercises -- list` shows them all")
+    })
+}
+
+fn list(exercises: &[Exercise]) -> ExitCode {
+    println!(
+        "{:<22} {:<14} {:<24} {:<5} status",
+        "exercise", "demo", "chapter", "level"
+    );
+    let mut done = 0;
+    for exercise in exercises {
+        let passed = run_tests(&exercise.name, "check", true);
+        done += usize::from(passed);
+        println!(
+            "{:<22} {:<14} {:<24} {:<5} {}",
+            exercise.name,
+            exercise.demo,
+            exercise.chapter,
+            exercise.difficulty,
+            if passed { "done" } else { "pending" }
+        );
+    }
+    println!("{done} of {} done", exercises.len());
+    ExitCode::SUCCESS
+}
+
+fn check(exercise: &Exercise) -> ExitCode {
+    println!("checking `{}`: {}", exercise.name, exercise.goal);
+    if run_tests(&exercise.name, "check", false) {
+        println!(
+            "\n`{}` is done: every test passes. Well done! Compare with solutions/{}.rs.",
+            exercise.name, exercise.name
+        );
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "\n`{}` is not done yet: read the failing test's message above, then the TODOs in \
+             crates/exercises/exercises/{}.rs. Stuck? cargo run -p exercises -- hint {}",
+            exercise.name, exercise.name, exercise.name
+        );
+        ExitCode::FAILURE
+    }
+}
+
+/// For CI and teachers: proves every starter compiles and fails, every solution passes, and the
+/// crate is clippy and rustfmt clean in both modes.
+fn verify(exercises: &[Exercise]) -> ExitCode {
+    let mut passed = 0;
+    let mut failed = Vec::new();
+    let mut record = |ok: bool, what: String| {
+        println!("{} {what}", if ok { "ok  " } else { "FAIL" });
+        if ok {
+            passed += 1;
+        } else {
+            failed.push(what);
+        }
+    };
+    for features in ["check", "check,solutions"] {
+        let mut build = cargo();
+        build.args([
+            "test",
+            "-p",
+            "exercises",
+            "--features",
+            features,
+            "--no-run",
+        ]);
+        build.arg("--quiet");
+        record(
+            succeeds(build),
+            format!("builds with --features {features}"),
+        );
+        let mut clippy = cargo();
+        clippy.args(["clippy", "-p", "exercises", "--all-targets", "--features"]);
+        clippy.args([features, "--quiet", "--", "-D", "warnings"]);
+        record(
+            succeeds(clippy),
+            format!("clippy -D warnings with --features {features}"),
+        );
+    }
+    for exercise in exercises {
+        let name = &exercise.name;
+        for file in [
+            format!("exercises/{name}.rs"),
+            format!("solutions/{name}.rs"),
+            format!("tests/{name}.rs"),
+        ] {
+            record(crate_dir().join(&file).is_file(), format!("{file} exists"));
+        }
+        record(
+            !run_tests(name, "check", true),
+            format!("{name}: the starter fails its tests"),
+        );
+        record(
+            run_tests(name, "check,solutions", true),
+            format!("{name}: the solution passes its tests"),
+        );
+    }
+    let mut rustfmt = Command::new("rustfmt");
+    rustfmt.args(["--check", "--edition", "2024"]);
+    for dir in ["src", "src/bin", "exercises", "solutions", "tests"] {
+        rustfmt.args(rust_files(&crate_dir().join(dir)));
+    }
+    record(succeeds(rustfmt), "rustfmt --check".to_string());
+    println!("verify: {passed} passed, {} failed", failed.len());
+    for what in &failed {
+        println!("  failed: {what}");
+    }
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
+        .collect();
+    files.sort();
+    files
+}
+
+const USAGE: &str = "usage: cargo run -p exercises -- <list | check NAME | hint NAME | verify>";
+
+fn main() -> ExitCode {
+    let exercises = match load_exercises() {
+        Ok(exercises) => exercises,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let found = match args.as_slice() {
+        ["list"] => return list(&exercises),
+        ["verify"] => return verify(&exercises),
+        ["check", name] => find(&exercises, name).map(check),
+        ["hint", name] => find(&exercises, name).map(|exercise| {
+            println!("{}: {}\n\n{}", exercise.name, exercise.goal, exercise.hint);
+            ExitCode::SUCCESS
+        }),
+        _ => Err(USAGE.to_string()),
+    };
+    found.unwrap_or_else(|error| {
+        eprintln!("{error}");
+        ExitCode::FAILURE
+    })
+}

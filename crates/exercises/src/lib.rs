@@ -1,0 +1,29 @@
+//! Classroom exercises on the demos of this workspace, checked automatically.
+//!
+//! Each exercise is one module: the starter a student edits lives in `exercises/<name>.rs`, its
+//! reference solution in `solutions/<name>.rs`, its tests in `tests/<name>.rs`, and its goal and
+//! hint in `info.toml`. The `solutions` feature swaps every starter for its solution.
+//!
+//! ```text
+//! cargo run -p exercises -- list             # the exercises and their status
+//! cargo run -p exercises -- check clock_retry
+//! cargo run -p exercises -- hint clock_retry
+//! ```
+//!
+//! The tests compile only with the `check` feature, so `cargo test --workspace` stays green while
+//! the exercises are unsolved.
+
+/// Picks the starter, or with the `solutions` feature the reference solution, of each exercise.
+macro_rules! exercise {
+    ($name:ident, $starter:literal, $solution:literal) => {
+        #[cfg_attr(not(feature = "solutions"), path = $starter)]
+        #[cfg_attr(feature = "solutions", path = $solution)]
+        pub mod $name;
+    };
+}
+
+exercise!(
+    clock_retry,
+    "../exercises/clock_retry.rs",
+    "../solutions/clock_retry.rs"
+);
