@@ -27,3 +27,13 @@ exercise!(
     "../exercises/clock_retry.rs",
     "../solutions/clock_retry.rs"
 );
+exercise!(
+    clock_minute,
+    "../exercises/clock_minute.rs",
+    "../solutions/clock_minute.rs"
+);
+exercise!(
+    clock_resume,
+    "../exercises/clock_resume.rs",
+    "../solutions/clock_resume.rs"
+);
