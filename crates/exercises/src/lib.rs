@@ -37,3 +37,8 @@ exercise!(
     "../exercises/clock_resume.rs",
     "../solutions/clock_resume.rs"
 );
+exercise!(
+    chat_replay,
+    "../exercises/chat_replay.rs",
+    "../solutions/chat_replay.rs"
+);

@@ -72,7 +72,7 @@ fn load_exercises() -> Result<Vec<Exercise>, String> {
                 .strip_prefix('"')
                 .and_then(|v| v.strip_suffix('"'))
                 .ok_or_else(|| problem("expected a quoted value"))?
-                .to_string()
+                .replace("\\\"", "\"")
         };
         let exercise = exercises
             .last_mut()
