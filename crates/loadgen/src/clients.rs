@@ -63,6 +63,17 @@ async fn connect(target: SocketAddr, index: usize, sources: usize) -> std::io::R
     Ok(stream)
 }
 
+/// A client's task: it reads from the moment its connection opens (a client that waited for
+/// the others before reading would look like a slow client to the server). Dropping it aborts
+/// the task, which closes the connection.
+pub(crate) struct ClientTask(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for ClientTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What [`open_all`] opened.
 pub(crate) struct Opened<T> {
     pub(crate) clients: Vec<T>,

@@ -1,6 +1,6 @@
 //! The scenarios: each connects its clients, measures one thing, and returns a [`Report`].
-//! Clients live in a `JoinSet`; dropping it at the end aborts their tasks, which closes every
-//! connection.
+//! Each client is a task that starts reading as soon as its connection opens; dropping the
+//! clients at the end aborts their tasks, which closes every connection.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,13 +11,12 @@ use futures_util::{SinkExt, StreamExt};
 use realtime_kit::client::{self, EventStream};
 use serde_json::json;
 use tokio::net::TcpStream;
-use tokio::task::JoinSet;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::Common;
-use crate::clients::{Opened, open_all, progress_bar};
+use crate::clients::{ClientTask, Opened, open_all, progress_bar};
 use crate::measure::{Latencies, Report, Usage};
 
 type WebSocket = WebSocketStream<TcpStream>;
@@ -33,13 +32,23 @@ fn run_marker() -> String {
     format!("lg{}x{nanos}", std::process::id())
 }
 
-async fn open_sse(common: &Common, url: &str) -> realtime_kit::Result<Opened<EventStream>> {
-    open_all(common, common.clients, |_, tcp| async move {
+/// Opens `common.clients` event streams on `url`; each is handed at once to `read`, in a task.
+async fn open_sse<R, F>(
+    common: &Common,
+    url: &str,
+    read: R,
+) -> realtime_kit::Result<Opened<ClientTask>>
+where
+    R: Fn(usize, EventStream) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let read = &read;
+    open_all(common, common.clients, |index, tcp| async move {
         let stream = EventStream::over(tcp, url, &[]).await?;
         if stream.status() != 200 {
             return Err(format!("{url} answered {}", stream.status()).into());
         }
-        Ok(stream)
+        Ok(ClientTask(tokio::spawn(read(index, stream))))
     })
     .await
 }
@@ -52,12 +61,22 @@ fn ws_config() -> WebSocketConfig {
         .max_message_size(Some(1 << 20))
 }
 
-async fn open_ws(common: &Common, count: usize) -> realtime_kit::Result<Opened<WebSocket>> {
+/// Opens `count` WebSockets on `common.url`; each is handed at once to `read`, in a task.
+async fn open_ws<R, F>(
+    common: &Common,
+    count: usize,
+    read: R,
+) -> realtime_kit::Result<Opened<ClientTask>>
+where
+    R: Fn(usize, WebSocket) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
     let url = common.url.as_str();
-    open_all(common, count, |_, tcp| async move {
+    let read = &read;
+    open_all(common, count, |index, tcp| async move {
         let (socket, _) =
             tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config())).await?;
-        Ok(socket)
+        Ok(ClientTask(tokio::spawn(read(index, socket))))
     })
     .await
 }
@@ -93,12 +112,12 @@ async fn hold_idle(
     common: &Common,
     name: &str,
     hold: Duration,
-    tasks: JoinSet<()>,
+    clients: Vec<ClientTask>,
     closed: Arc<AtomicUsize>,
     mut report: Report,
     before: (Option<Usage>, Usage),
 ) -> realtime_kit::Result<Report> {
-    let connected = tasks.len();
+    let connected = clients.len();
     let hold = hold.min(common.deadline);
     let progress = progress_bar(hold.as_secs(), "holding");
     let until = Instant::now() + hold;
@@ -116,7 +135,7 @@ async fn hold_idle(
         json!(dropped),
         format!("{dropped} of {connected} {name} ended while held"),
     );
-    drop(tasks);
+    drop(clients);
     Ok(report)
 }
 
@@ -124,37 +143,53 @@ async fn hold_idle(
 pub(crate) async fn sse_idle(common: &Common, hold: Duration) -> realtime_kit::Result<Report> {
     let mut report = Report::new("sse-idle");
     let before = (server_usage(common)?, Usage::of(None)?);
-    let opened = open_sse(common, &common.url).await?;
-    connections_row(&mut report, common.clients, &opened);
     let closed = Arc::new(AtomicUsize::new(0));
-    let mut tasks = JoinSet::new();
-    for mut stream in opened.clients {
+    let opened = open_sse(common, &common.url, |_, mut stream| {
         let closed = closed.clone();
-        tasks.spawn(async move {
+        async move {
             while let Ok(Some(_)) = stream.next_event().await {}
             closed.fetch_add(1, Ordering::Relaxed);
-        });
-    }
-    hold_idle(common, "streams", hold, tasks, closed, report, before).await
+        }
+    })
+    .await?;
+    connections_row(&mut report, common.clients, &opened);
+    hold_idle(
+        common,
+        "streams",
+        hold,
+        opened.clients,
+        closed,
+        report,
+        before,
+    )
+    .await
 }
 
 /// `ws-idle`: hold N WebSockets; the server's RSS growth divided by N is its memory per socket.
 pub(crate) async fn ws_idle(common: &Common, hold: Duration) -> realtime_kit::Result<Report> {
     let mut report = Report::new("ws-idle");
     let before = (server_usage(common)?, Usage::of(None)?);
-    let opened = open_ws(common, common.clients).await?;
-    connections_row(&mut report, common.clients, &opened);
     let closed = Arc::new(AtomicUsize::new(0));
-    let mut tasks = JoinSet::new();
-    for mut socket in opened.clients {
+    let opened = open_ws(common, common.clients, |_, mut socket| {
         let closed = closed.clone();
         // Reading answers the server's pings (tungstenite queues the pong and flushes it).
-        tasks.spawn(async move {
+        async move {
             while let Some(Ok(_)) = socket.next().await {}
             closed.fetch_add(1, Ordering::Relaxed);
-        });
-    }
-    hold_idle(common, "sockets", hold, tasks, closed, report, before).await
+        }
+    })
+    .await?;
+    connections_row(&mut report, common.clients, &opened);
+    hold_idle(
+        common,
+        "sockets",
+        hold,
+        opened.clients,
+        closed,
+        report,
+        before,
+    )
+    .await
 }
 
 /// First and last arrival of one message (a tick, a post) across all clients.
@@ -169,14 +204,10 @@ struct Arrivals {
 pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::Result<Report> {
     let mut report = Report::new("clock-spread");
     let before = (server_usage(common)?, Usage::of(None)?);
-    let opened = open_sse(common, &common.url).await?;
-    connections_row(&mut report, common.clients, &opened);
-    let connected = opened.clients.len();
     let arrivals: Arc<Mutex<HashMap<u64, Arrivals>>> = Arc::default();
-    let mut tasks = JoinSet::new();
-    for mut stream in opened.clients {
+    let opened = open_sse(common, &common.url, |_, mut stream| {
         let arrivals = arrivals.clone();
-        tasks.spawn(async move {
+        async move {
             while let Ok(Some(event)) = stream.next_event().await {
                 let now = Instant::now();
                 let Ok(id) = event.last_event_id.parse::<u64>() else {
@@ -195,8 +226,11 @@ pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::R
                         count: 1,
                     });
             }
-        });
-    }
+        }
+    })
+    .await?;
+    connections_row(&mut report, common.clients, &opened);
+    let connected = opened.clients.len();
     // Measure only ticks that start after every client is connected and reading: wait until
     // one tick has reached them all (each gets the current tick as soon as it connects).
     let newest = || {
@@ -251,7 +285,7 @@ pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::R
         before.0.zip(server_usage(common)?),
         (before.1, Usage::of(None)?),
     );
-    drop(tasks);
+    drop(opened);
     Ok(report)
 }
 
@@ -353,19 +387,18 @@ pub(crate) async fn chat_fanout(common: &Common, rounds: u64) -> realtime_kit::R
     let mut report = Report::new("chat-fanout");
     let base = common.url.trim_end_matches('/');
     let before = (server_usage(common)?, Usage::of(None)?);
-    let opened = open_sse(common, &format!("{base}/events")).await?;
-    connections_row(&mut report, common.clients, &opened);
-    let connected = opened.clients.len();
     let fanout = Rounds::new(rounds);
-    let mut tasks = JoinSet::new();
-    for mut stream in opened.clients {
+    let opened = open_sse(common, &format!("{base}/events"), |_, mut stream| {
         let fanout = fanout.clone();
-        tasks.spawn(async move {
+        async move {
             while let Ok(Some(event)) = stream.next_event().await {
                 fanout.arrived(&event.data, Instant::now());
             }
-        });
-    }
+        }
+    })
+    .await?;
+    connections_row(&mut report, common.clients, &opened);
+    let connected = opened.clients.len();
     let post_url = format!("{base}/messages");
     let progress = progress_bar(rounds, "rounds");
     let deadline = Instant::now() + common.deadline;
@@ -386,7 +419,7 @@ pub(crate) async fn chat_fanout(common: &Common, rounds: u64) -> realtime_kit::R
         before.0.zip(server_usage(common)?),
         (before.1, Usage::of(None)?),
     );
-    drop(tasks);
+    drop(opened);
     Ok(report)
 }
 
@@ -394,35 +427,29 @@ pub(crate) async fn chat_fanout(common: &Common, rounds: u64) -> realtime_kit::R
 pub(crate) async fn ws_fanout(common: &Common, rounds: u64) -> realtime_kit::Result<Report> {
     let mut report = Report::new("ws-fanout");
     let before = (server_usage(common)?, Usage::of(None)?);
-    let opened = open_ws(common, common.clients).await?;
-    connections_row(&mut report, common.clients, &opened);
-    let connected = opened.clients.len();
     let fanout = Rounds::new(rounds);
-    let mut tasks = JoinSet::new();
-    for mut socket in opened.clients {
+    let opened = open_ws(common, common.clients, |_, mut socket| {
         let fanout = fanout.clone();
-        tasks.spawn(async move {
+        async move {
             while let Some(Ok(message)) = socket.next().await {
                 if let Message::Text(text) = message {
                     fanout.arrived(&text, Instant::now());
                 }
             }
-        });
-    }
-    let sender = open_ws(
-        &Common {
-            clients: 1,
-            ..common.clone()
-        },
-        1,
-    )
-    .await?
-    .clients
-    .pop()
-    .ok_or("the sending client could not connect")?;
+        }
+    })
+    .await?;
+    connections_row(&mut report, common.clients, &opened);
+    let connected = opened.clients.len();
+    let tcp = TcpStream::connect(crate::clients::target(&common.url).await?).await?;
+    let (sender, _) =
+        tokio_tungstenite::client_async_with_config(common.url.as_str(), tcp, Some(ws_config()))
+            .await?;
     let (mut outgoing, mut incoming) = sender.split();
     // The sender's own copies of the broadcast must be read too, or its socket backs up.
-    tasks.spawn(async move { while let Some(Ok(_)) = incoming.next().await {} });
+    let _reading = ClientTask(tokio::spawn(async move {
+        while let Some(Ok(_)) = incoming.next().await {}
+    }));
     let progress = progress_bar(rounds, "rounds");
     let deadline = Instant::now() + common.deadline;
     for round in (0..rounds).take_while(|_| Instant::now() < deadline) {
@@ -438,7 +465,7 @@ pub(crate) async fn ws_fanout(common: &Common, rounds: u64) -> realtime_kit::Res
         before.0.zip(server_usage(common)?),
         (before.1, Usage::of(None)?),
     );
-    drop(tasks);
+    drop(opened);
     Ok(report)
 }
 
@@ -453,28 +480,22 @@ pub(crate) async fn ws_throughput(
     duration: Duration,
 ) -> realtime_kit::Result<Report> {
     let mut report = Report::new("ws-throughput");
-    let opened = open_ws(common, common.clients).await?;
-    connections_row(&mut report, common.clients, &opened);
-    let connected = opened.clients.len();
     let marker = run_marker();
     let deliveries = Arc::new(AtomicU64::new(0));
     let sending = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let before = (server_usage(common)?, Usage::of(None)?);
-    let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    for (index, socket) in opened.clients.into_iter().enumerate() {
+    let payload = |ours: &str| {
+        let mut text = ours.to_owned();
+        text.extend(std::iter::repeat_n('x', size.saturating_sub(text.len())));
+        Message::text(text)
+    };
+    let opened = open_ws(common, common.clients, |index, socket| {
         let deliveries = deliveries.clone();
         let sending = sending.clone();
         let ours = format!("{marker}-s{index}-");
         let tag = marker.clone();
-        let payload = |ours: &str| {
-            let mut text = ours.to_owned();
-            text.extend(std::iter::repeat_n('x', size.saturating_sub(text.len())));
-            Message::text(text)
-        };
         let first = (index < senders).then(|| vec![payload(&ours); window]);
         let next = payload(&ours);
-        tasks.spawn(async move {
+        async move {
             let (mut outgoing, mut incoming) = socket.split();
             for message in first.into_iter().flatten() {
                 if outgoing.send(message).await.is_err() {
@@ -498,8 +519,15 @@ pub(crate) async fn ws_throughput(
                     return;
                 }
             }
-        });
-    }
+        }
+    })
+    .await?;
+    connections_row(&mut report, common.clients, &opened);
+    let connected = opened.clients.len();
+    // Measure from here, with every client connected.
+    let before = (server_usage(common)?, Usage::of(None)?);
+    let counted_before = deliveries.load(Ordering::Relaxed);
+    let started = Instant::now();
     let window_end = started + duration.min(common.deadline);
     let progress = progress_bar(duration.as_secs(), "sending");
     while Instant::now() < window_end {
@@ -507,7 +535,7 @@ pub(crate) async fn ws_throughput(
         progress.inc(1);
     }
     progress.finish_and_clear();
-    let delivered = deliveries.load(Ordering::Relaxed);
+    let delivered = deliveries.load(Ordering::Relaxed) - counted_before;
     let elapsed = started.elapsed().as_secs_f64();
     let server = before.0.zip(server_usage(common)?);
     let loadgen = (before.1, Usage::of(None)?);
@@ -539,6 +567,6 @@ pub(crate) async fn ws_throughput(
         format!("{micros:.3} µs"),
     );
     report.usage(connected, server, loadgen);
-    drop(tasks);
+    drop(opened);
     Ok(report)
 }
