@@ -42,3 +42,8 @@ exercise!(
     "../exercises/chat_replay.rs",
     "../solutions/chat_replay.rs"
 );
+exercise!(
+    chat_colour,
+    "../exercises/chat_colour.rs",
+    "../solutions/chat_colour.rs"
+);
