@@ -47,3 +47,8 @@ exercise!(
     "../exercises/chat_colour.rs",
     "../solutions/chat_colour.rs"
 );
+exercise!(
+    chat_typing,
+    "../exercises/chat_typing.rs",
+    "../solutions/chat_typing.rs"
+);
