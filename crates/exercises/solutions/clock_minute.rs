@@ -80,7 +80,8 @@ async fn ticker(config: Config, publish: watch::Sender<Option<Bytes>>, shutdown:
                 // The watch channel keeps only the latest value: a `minute` published on its own
                 // could be overwritten by the next tick before a slow stream reads it. Published
                 // in the same chunk as its tick, every stream gets both or neither.
-                if config.ticks_per_minute > 0 && seq % config.ticks_per_minute == 0 {
+                // `is_multiple_of(0)` is false for every tick (seq starts at 1): no minutes then.
+                if seq.is_multiple_of(config.ticks_per_minute) {
                     let minute = Event::new()
                         .event("minute")
                         .expect("a fixed name is one line")
