@@ -52,3 +52,8 @@ exercise!(
     "../exercises/chat_typing.rs",
     "../solutions/chat_typing.rs"
 );
+exercise!(
+    echo_binary,
+    "../exercises/echo_binary.rs",
+    "../solutions/echo_binary.rs"
+);
