@@ -57,3 +57,8 @@ exercise!(
     "../exercises/echo_binary.rs",
     "../solutions/echo_binary.rs"
 );
+exercise!(
+    echo_idle,
+    "../exercises/echo_idle.rs",
+    "../solutions/echo_idle.rs"
+);
