@@ -62,3 +62,8 @@ exercise!(
     "../exercises/echo_idle.rs",
     "../solutions/echo_idle.rs"
 );
+exercise!(
+    echo_stats,
+    "../exercises/echo_stats.rs",
+    "../solutions/echo_stats.rs"
+);
