@@ -24,7 +24,7 @@ pub mod server;
 pub mod sse;
 pub mod ws;
 
-pub use server::{Body, Gauge, GaugeGuard, Shutdown, serve};
+pub use server::{Body, ConnectionLimits, Gauge, GaugeGuard, Shutdown, serve, serve_with_limits};
 
 /// The error type of fallible functions at the edge of a program (`main`, examples, tests): any
 /// error, boxed. Inside a server, errors become responses or log lines, never this.

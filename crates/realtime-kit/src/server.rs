@@ -6,11 +6,17 @@
 //! long-lived part of the server watches, the [`Shutdown`] handle: SSE bodies end themselves
 //! when it fires (see [`crate::sse::SseResponse`]), background tasks spawned with
 //! [`Shutdown::spawn`] stop, and [`serve`] waits for all of them, for at most [`GRACE_PERIOD`].
+//!
+//! Every connection also has limits ([`ConnectionLimits`]): a client must send its request
+//! headers in time, and must keep accepting bytes; one that stops reading is disconnected.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,8 +26,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
@@ -34,9 +42,27 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// the last bytes of a response.
 pub const GRACE_PERIOD: Duration = Duration::from_secs(5);
 
-/// How long a client may take to send a request's headers. Without a limit, a client that
-/// opens connections and never finishes a request (slowloris) holds them forever.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Per-connection limits of [`serve`]. [`ConnectionLimits::default`] is what the demos use.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// How long a client may take to send a request's headers. Without a limit, a client that
+    /// opens connections and never finishes a request (slowloris) holds them forever.
+    pub header_read_timeout: Duration,
+    /// How long a client may accept no bytes at all while the server has bytes for it. hyper
+    /// asks a response body for more only when the socket can take it, so a client that stops
+    /// reading (its TCP window stays shut) would otherwise keep its stream, and the kernel's
+    /// buffers behind it, for as long as it likes. Past this, the connection is closed.
+    pub write_stall_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            write_stall_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 // ANCHOR: shutdown
 /// The server's shutdown signal, shared by everything that must stop with it.
@@ -94,8 +120,29 @@ impl Shutdown {
 /// task has finished, or after [`GRACE_PERIOD`].
 ///
 /// The handler never fails: errors are responses (see [`crate::respond`]). A failing connection
-/// is logged and never affects another.
+/// is logged and never affects another. Each connection has the default [`ConnectionLimits`].
 pub async fn serve<H, F>(
+    listener: TcpListener,
+    signal: impl Future<Output = ()>,
+    shutdown: Shutdown,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_with_limits(
+        ConnectionLimits::default(),
+        listener,
+        signal,
+        shutdown,
+        handler,
+    )
+    .await;
+}
+
+/// [`serve`] with other per-connection limits.
+pub async fn serve_with_limits<H, F>(
+    limits: ConnectionLimits,
     listener: TcpListener,
     signal: impl Future<Output = ()>,
     shutdown: Shutdown,
@@ -109,7 +156,8 @@ pub async fn serve<H, F>(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    let connection = serve_connection(stream, handler.clone(), shutdown.clone());
+                    let connection =
+                        serve_connection(stream, limits, handler.clone(), shutdown.clone());
                     shutdown.spawn(connection);
                 }
                 Err(error) => {
@@ -138,8 +186,12 @@ pub async fn serve<H, F>(
     }
 }
 
-async fn serve_connection<H, F>(stream: TcpStream, handler: H, shutdown: Shutdown)
-where
+async fn serve_connection<H, F>(
+    stream: TcpStream,
+    limits: ConnectionLimits,
+    handler: H,
+    shutdown: Shutdown,
+) where
     H: Fn(Request<Incoming>) -> F + Send + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -154,8 +206,11 @@ where
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service)
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(
+            TokioIo::new(StallGuard::new(stream, limits.write_stall_timeout)),
+            service,
+        )
         // Lets a handler take the connection over after a `101 Switching Protocols` (WebSocket).
         .with_upgrades();
     tokio::pin!(connection);
@@ -173,6 +228,94 @@ where
     }
 }
 // ANCHOR_END: serve
+
+// ANCHOR: stall_guard
+/// A connection's socket, with one addition: a write that makes no progress for `limit` fails
+/// with `TimedOut`, which ends the connection (and with it a stream the client stopped reading).
+/// The timer exists only while a write is blocked, so a healthy connection pays nothing.
+struct StallGuard<IO> {
+    io: IO,
+    limit: Duration,
+    /// Started when a write first found the socket full; cleared by any write that goes through.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<IO> StallGuard<IO> {
+    fn new(io: IO, limit: Duration) -> Self {
+        Self {
+            io,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Turns a `Pending` write into an error once the socket has been full for `limit`.
+    fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if result.is_ready() {
+            self.stalled = None;
+            return result;
+        }
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client accepted no data for {limit:?}"),
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for StallGuard<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for StallGuard<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.check(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.check(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.io).poll_flush(cx);
+        self.check(cx, result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+// ANCHOR_END: stall_guard
 
 /// A count of live things (open streams, connected sockets): [`enter`](Gauge::enter) counts one
 /// until the returned guard is dropped, so a disconnect is counted however it happens.
