@@ -66,7 +66,7 @@ impl App {
     fn events(&self) -> Response<Body> {
         let response = SseResponse::new(ticks(self.latest.clone()), &self.shutdown);
         // TODO: when `self.config.retry` holds a delay, make the stream start with
-        // `retry: <milliseconds>`. Look at what `SseResponse` offers (crates/realtime-kit/src/sse.rs).
+        // `retry: <milliseconds>`. See what `SseResponse` offers (realtime-kit/src/sse.rs).
         response.into_response()
     }
 }

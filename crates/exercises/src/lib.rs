@@ -67,3 +67,8 @@ exercise!(
     "../exercises/echo_stats.rs",
     "../solutions/echo_stats.rs"
 );
+exercise!(
+    ticker_unsubscribe,
+    "../exercises/ticker_unsubscribe.rs",
+    "../solutions/ticker_unsubscribe.rs"
+);
