@@ -72,3 +72,8 @@ exercise!(
     "../exercises/ticker_unsubscribe.rs",
     "../solutions/ticker_unsubscribe.rs"
 );
+exercise!(
+    ticker_range,
+    "../exercises/ticker_range.rs",
+    "../solutions/ticker_range.rs"
+);
