@@ -77,3 +77,8 @@ exercise!(
     "../exercises/ticker_range.rs",
     "../solutions/ticker_range.rs"
 );
+exercise!(
+    ticker_conflate,
+    "../exercises/ticker_conflate.rs",
+    "../solutions/ticker_conflate.rs"
+);
