@@ -15,7 +15,7 @@ use realtime_kit::client;
 use realtime_kit::ws::OriginPolicy;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -269,6 +269,66 @@ async fn join_and_leave_notices_carry_the_client_count() {
         json!({ "type": "leave", "client": id, "clients": 1, "reason": "closed" })
     );
     assert_eq!(server.stats().await["clients"], 1);
+}
+
+/// A crowd joining at once does not get anyone closed. Here a watcher's session is stuck
+/// writing to a full socket while 100 clients join, so it falls behind on the join notices; when
+/// the watcher reads again it gets every message, and one `presence` notice (how many notices
+/// it missed, how many are in the room) in place of the notices, and it is still in the room.
+#[tokio::test]
+async fn a_crowd_joining_at_once_skips_notices_instead_of_closing_clients() {
+    // Small server send buffers, so that a client that stops reading blocks its session soon.
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_send_buffer_size(4096).expect("SO_SNDBUF");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let listener = socket.listen(1024).expect("listen");
+    let server = TestEcho(TestServer::start_on(listener, |listener, signal| {
+        echo_ws::run(listener, Config::default(), signal)
+    }));
+    let (mut watcher, _) = server.join().await;
+    let (mut sender, sender_id) = server.join().await;
+
+    // Fill the watcher's socket: it reads nothing while 40 messages of 16 KiB go out.
+    let padding = "x".repeat(16 * 1024);
+    for n in 0..40 {
+        let text = format!("{n} {padding}");
+        sender
+            .send(Message::text(text.clone()))
+            .await
+            .expect("send");
+        next_json_where(&mut sender, |event| {
+            event["from"] == sender_id && event["text"] == text.as_str()
+        })
+        .await;
+    }
+    let mut crowd = Vec::new();
+    for _ in 0..100 {
+        crowd.push(server.join().await.0);
+    }
+    assert_eq!(server.stats().await["clients"], 102);
+
+    // Messages and notices travel in separate rings, so they may interleave in any order.
+    let (mut messages, mut summary) = (0, None);
+    while messages < 40 || summary.is_none() {
+        let event = next_json(&mut watcher).await;
+        match event["type"].as_str() {
+            Some("message") => messages += 1,
+            Some("presence") => summary = Some(event),
+            _ => {}
+        }
+    }
+    let summary = summary.expect("a presence notice");
+    assert!(summary["missed"].as_u64().expect("missed") > 0, "{summary}");
+    assert_eq!(summary["clients"], 102, "{summary}");
+    watcher
+        .send(Message::text("still here"))
+        .await
+        .expect("send");
+    let echoed = next_json_where(&mut watcher, |event| event["text"] == "still here").await;
+    assert_eq!(echoed["type"], "message");
+    assert_eq!(server.stats().await["clients"], 102, "nobody was closed");
 }
 
 /// The room relays text only: a binary message closes the socket with 1003 (unsupported data).

@@ -208,6 +208,12 @@ struct Room {
     /// a ring of [`Config::backlog`] messages; a client further behind than that gets `Lagged`
     /// and is closed (see [`room_session`]).
     published: broadcast::Sender<Utf8Bytes>,
+    /// Join and leave notices, in a ring of their own ([`PRESENCE_BACKLOG`]). A message matters;
+    /// a notice does not: a client that falls behind on them (a crowd reconnecting at once after
+    /// a restart, where every join goes to everyone) skips to one `presence` notice with the
+    /// current count instead of being closed. In one shared ring, such a storm closed most of a
+    /// thousand clients as too slow.
+    presence: broadcast::Sender<Utf8Bytes>,
     /// Clients in the room, for the join and leave notices and `/stats`.
     clients: Gauge,
     /// Gives each connection its number: the sender id in every message.
@@ -237,7 +243,15 @@ enum RoomEvent<'a> {
         clients: usize,
         reason: Left,
     },
+    /// Sent instead of the join and leave notices a client fell behind on.
+    Presence {
+        clients: usize,
+        missed: u64,
+    },
 }
+
+/// How many join and leave notices a client may fall behind before it skips them.
+const PRESENCE_BACKLOG: usize = 64;
 
 /// Why a client left the room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -266,8 +280,10 @@ impl RoomEvent<'_> {
 impl Room {
     fn new(backlog: usize) -> Self {
         let (published, _) = broadcast::channel(backlog.max(1));
+        let (presence, _) = broadcast::channel(PRESENCE_BACKLOG);
         Self {
             published,
+            presence,
             clients: Gauge::new(),
             next_client: AtomicU64::new(1),
             relayed: AtomicU64::new(0),
@@ -275,8 +291,12 @@ impl Room {
     }
 
     fn publish(&self, event: &RoomEvent<'_>) {
+        let ring = match event {
+            RoomEvent::Join { .. } | RoomEvent::Leave { .. } => &self.presence,
+            _ => &self.published,
+        };
         // An error only means that no one is listening; then there is no one to tell.
-        let _ = self.published.send(event.encode());
+        let _ = ring.send(event.encode());
     }
 }
 // ANCHOR_END: room
@@ -288,6 +308,7 @@ async fn room_session(mut socket: WebSocket, app: Arc<App>) {
     let client = room.next_client.fetch_add(1, Ordering::Relaxed);
     // Subscribe before announcing, so that the client's own join is in its stream.
     let mut messages = room.published.subscribe();
+    let mut notices = room.presence.subscribe();
     let counted = room.clients.enter();
     let welcome = RoomEvent::Welcome {
         client,
@@ -301,7 +322,7 @@ async fn room_session(mut socket: WebSocket, app: Arc<App>) {
                 client,
                 clients: room.clients.get(),
             });
-            converse(&mut socket, client, &mut messages, &app).await
+            converse(&mut socket, client, &mut messages, &mut notices, &app).await
         }
     };
     drop(counted);
@@ -319,6 +340,7 @@ async fn converse(
     socket: &mut WebSocket,
     client: u64,
     messages: &mut broadcast::Receiver<Utf8Bytes>,
+    notices: &mut broadcast::Receiver<Utf8Bytes>,
     app: &App,
 ) -> Left {
     let config = &app.config;
@@ -369,6 +391,20 @@ async fn converse(
                 // happen; if it ever did, there would be no room left to be in.
                 Err(RecvError::Closed) => return Left::Shutdown,
             },
+            notice = notices.recv() => {
+                let text = match notice {
+                    Ok(text) => text,
+                    // Behind on joins and leaves: skip them, say how many are in the room now.
+                    Err(RecvError::Lagged(missed)) => {
+                        RoomEvent::Presence { clients: app.room.clients.get(), missed }.encode()
+                    }
+                    Err(RecvError::Closed) => return Left::Shutdown,
+                };
+                let delivery = send(socket, Message::Text(text), config).await;
+                if let Some(reason) = delivery.ends_session() {
+                    return reason;
+                }
+            }
             beat = heartbeat.beat() => match beat {
                 Beat::Ping => {
                     let delivery = send(socket, Message::Ping(Default::default()), config).await;
