@@ -140,7 +140,30 @@ fn find<'a>(exercises: &'a [Exercise], name: &str) -> Result<&'a Exercise, Strin
     })
 }
 
+/// Whether the crate and its tests compile; without that, every exercise would look pending.
+fn compiles() -> bool {
+    let mut build = cargo();
+    build.args([
+        "test",
+        "-p",
+        "exercises",
+        "--features",
+        "check",
+        "--no-run",
+        "--quiet",
+    ]);
+    build.stdout(Stdio::null()).stderr(Stdio::null());
+    build.status().is_ok_and(|status| status.success())
+}
+
 fn list(exercises: &[Exercise]) -> ExitCode {
+    if !compiles() {
+        println!(
+            "the exercises do not compile: `cargo run -p exercises -- check <name>` on the one you \
+             are editing shows the compiler's errors (and `git diff crates/exercises` what changed)"
+        );
+        return ExitCode::FAILURE;
+    }
     println!(
         "{:<22} {:<14} {:<24} {:<5} status",
         "exercise", "demo", "chapter", "level"
@@ -172,8 +195,9 @@ fn check(exercise: &Exercise) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         println!(
-            "\n`{}` is not done yet: read the failing test's message above, then the TODOs in \
-             crates/exercises/exercises/{}.rs. Stuck? cargo run -p exercises -- hint {}",
+            "\n`{}` is not done yet: read the compiler's errors or the failing test's message \
+             above, then the TODOs in crates/exercises/exercises/{}.rs. \
+             Stuck? cargo run -p exercises -- hint {}",
             exercise.name, exercise.name, exercise.name
         );
         ExitCode::FAILURE
@@ -218,6 +242,15 @@ fn verify(exercises: &[Exercise]) -> ExitCode {
     }
     for exercise in exercises {
         let name = &exercise.name;
+        let starter = crate_dir().join(format!("exercises/{name}.rs"));
+        let marked = std::fs::read_to_string(&starter).is_ok_and(|text| text.contains("// TODO:"));
+        record(
+            marked,
+            format!("{name}: the starter marks the work with // TODO:"),
+        );
+        let listed = std::fs::read_to_string(crate_dir().join("src/lib.rs"))
+            .is_ok_and(|text| text.contains(&format!("exercise!({name},")));
+        record(listed, format!("{name}: src/lib.rs compiles it"));
         for file in [
             format!("exercises/{name}.rs"),
             format!("solutions/{name}.rs"),
