@@ -12,8 +12,8 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 
 const CONFIG: Config = Config {
-    ping_interval: Duration::from_millis(50),
-    idle_timeout: Duration::from_millis(150),
+    ping_interval: Duration::from_millis(100),
+    idle_timeout: Duration::from_millis(400),
 };
 
 /// Starts the exercise's server and returns its address.
@@ -69,7 +69,7 @@ async fn a_silent_client_is_closed_with_1008() {
     let code = timeout(Duration::from_secs(3), close_code(&mut tcp))
         .await
         .expect(
-            "a client that answers nothing for 150 ms must be closed (idle_timeout 150 ms), but it \
+            "a client that answers nothing must be closed after idle_timeout (400 ms here), but it \
          was still open after 3 s; see the TODO in exercises/echo_idle.rs",
         );
     assert_eq!(
@@ -87,7 +87,7 @@ async fn a_live_quiet_client_stays_connected() {
         .await
         .expect("WebSocket handshake");
     // Reading lets tungstenite answer each Ping with a Pong; nothing else should arrive.
-    let quiet = timeout(Duration::from_millis(600), async {
+    let quiet = timeout(Duration::from_millis(1500), async {
         while let Some(frame) = socket.next().await {
             match frame {
                 Ok(Message::Ping(_)) => {}
