@@ -43,8 +43,8 @@ use realtime_kit::ws::{self, Beat, Heartbeat, Limits, OriginPolicy, WebSocket};
 use realtime_kit::{Body, Gauge, Shutdown, respond};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
@@ -100,7 +100,7 @@ impl Default for Config {
 pub async fn run(listener: TcpListener, config: Config, shutdown_signal: impl Future<Output = ()>) {
     let shutdown = Shutdown::new();
     let app = Arc::new(App {
-        room: Room::new(config.backlog),
+        room: Room::new(config.backlog, &shutdown),
         echo_sockets: Gauge::new(),
         config,
         shutdown: shutdown.clone(),
@@ -214,6 +214,9 @@ struct Room {
     /// current count instead of being closed. In one shared ring, such a storm closed most of a
     /// thousand clients as too slow.
     presence: broadcast::Sender<Utf8Bytes>,
+    /// Joins and leaves on their way to [`announce`], which tells them to the room without
+    /// flooding it. Bounded: in a storm, a session waits a moment to be announced.
+    changes: mpsc::Sender<Change>,
     /// Clients in the room, for the join and leave notices and `/stats`.
     clients: Gauge,
     /// Gives each connection its number: the sender id in every message.
@@ -243,12 +246,31 @@ enum RoomEvent<'a> {
         clients: usize,
         reason: Left,
     },
-    /// Sent instead of the join and leave notices a client fell behind on.
+    /// Several joins and leaves told at once (`joined`, `left`), or the notices a client fell
+    /// behind on (`missed`); either way with the number of clients now.
     Presence {
         clients: usize,
-        missed: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        joined: Option<usize>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        left: Option<usize>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        missed: Option<u64>,
     },
 }
+
+/// A join or a leave, already encoded as its own notice.
+#[derive(Debug)]
+struct Change {
+    notice: Utf8Bytes,
+    joined: bool,
+}
+
+/// How long [`announce`] gathers joins and leaves after telling one, before telling the rest.
+const COALESCE_WINDOW: Duration = Duration::from_millis(100);
+
+/// Joins and leaves that may wait to be announced; more make their sessions wait.
+const PENDING_CHANGES: usize = 4096;
 
 /// How many join and leave notices a client may fall behind before it skips them.
 const PRESENCE_BACKLOG: usize = 64;
@@ -278,25 +300,90 @@ impl RoomEvent<'_> {
 }
 
 impl Room {
-    fn new(backlog: usize) -> Self {
+    /// A room, and the task that announces its joins and leaves until shutdown.
+    fn new(backlog: usize, shutdown: &Shutdown) -> Self {
         let (published, _) = broadcast::channel(backlog.max(1));
         let (presence, _) = broadcast::channel(PRESENCE_BACKLOG);
+        let (changes, pending) = mpsc::channel(PENDING_CHANGES);
+        let clients = Gauge::new();
+        shutdown.spawn(announce(
+            pending,
+            presence.clone(),
+            clients.clone(),
+            shutdown.clone(),
+        ));
         Self {
             published,
             presence,
-            clients: Gauge::new(),
+            changes,
+            clients,
             next_client: AtomicU64::new(1),
             relayed: AtomicU64::new(0),
         }
     }
 
     fn publish(&self, event: &RoomEvent<'_>) {
-        let ring = match event {
-            RoomEvent::Join { .. } | RoomEvent::Leave { .. } => &self.presence,
-            _ => &self.published,
-        };
         // An error only means that no one is listening; then there is no one to tell.
-        let _ = ring.send(event.encode());
+        let _ = self.published.send(event.encode());
+    }
+
+    /// Hands a join or leave notice to [`announce`].
+    async fn announce(&self, event: &RoomEvent<'_>) {
+        let change = Change {
+            notice: event.encode(),
+            joined: matches!(event, RoomEvent::Join { .. }),
+        };
+        // An error means the announcer has stopped: the server is shutting down.
+        let _ = self.changes.send(change).await;
+    }
+}
+
+/// Tells the room about joins and leaves without flooding it. Each one sent to everyone is
+/// O(n) work, so a crowd of n arriving at once (every page reconnecting after a restart) would
+/// cost O(n²). Instead, the first change after a quiet spell is told at once, and whatever
+/// arrives in the next [`COALESCE_WINDOW`] is told together: one `presence` notice with how many
+/// joined and left, or the single notice if there was only one.
+async fn announce(
+    mut pending: mpsc::Receiver<Change>,
+    presence: broadcast::Sender<Utf8Bytes>,
+    clients: Gauge,
+    shutdown: Shutdown,
+) {
+    loop {
+        let first = tokio::select! {
+            change = pending.recv() => match change {
+                Some(change) => change,
+                None => return,
+            },
+            () = shutdown.requested() => return,
+        };
+        let _ = presence.send(first.notice);
+        tokio::select! {
+            () = tokio::time::sleep(COALESCE_WINDOW) => {}
+            () = shutdown.requested() => return,
+        }
+        let mut batch = Vec::new();
+        while batch.len() < PENDING_CHANGES {
+            match pending.try_recv() {
+                Ok(change) => batch.push(change),
+                Err(_) => break,
+            }
+        }
+        let notice = match batch.as_slice() {
+            [] => continue,
+            [one] => one.notice.clone(),
+            many => {
+                let joined = many.iter().filter(|change| change.joined).count();
+                RoomEvent::Presence {
+                    clients: clients.get(),
+                    joined: Some(joined),
+                    left: Some(many.len() - joined),
+                    missed: None,
+                }
+                .encode()
+            }
+        };
+        let _ = presence.send(notice);
     }
 }
 // ANCHOR_END: room
@@ -318,19 +405,21 @@ async fn room_session(mut socket: WebSocket, app: Arc<App>) {
     let reason = match welcomed.ends_session() {
         Some(reason) => reason,
         None => {
-            room.publish(&RoomEvent::Join {
+            room.announce(&RoomEvent::Join {
                 client,
                 clients: room.clients.get(),
-            });
+            })
+            .await;
             converse(&mut socket, client, &mut messages, &mut notices, &app).await
         }
     };
     drop(counted);
-    room.publish(&RoomEvent::Leave {
+    room.announce(&RoomEvent::Leave {
         client,
         clients: room.clients.get(),
         reason,
-    });
+    })
+    .await;
     tracing::debug!(client, ?reason, "left the room");
 }
 
@@ -396,7 +485,13 @@ async fn converse(
                     Ok(text) => text,
                     // Behind on joins and leaves: skip them, say how many are in the room now.
                     Err(RecvError::Lagged(missed)) => {
-                        RoomEvent::Presence { clients: app.room.clients.get(), missed }.encode()
+                        RoomEvent::Presence {
+                            clients: app.room.clients.get(),
+                            joined: None,
+                            left: None,
+                            missed: Some(missed),
+                        }
+                        .encode()
                     }
                     Err(RecvError::Closed) => return Left::Shutdown,
                 };
