@@ -15,7 +15,7 @@ use realtime_kit::client;
 use realtime_kit::ws::OriginPolicy;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -279,12 +279,7 @@ async fn join_and_leave_notices_carry_the_client_count() {
 #[tokio::test]
 async fn a_crowd_joining_at_once_is_told_in_a_few_notices_and_nobody_is_closed() {
     // Small server send buffers, so that a client that stops reading blocks its session soon.
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_send_buffer_size(4096).expect("SO_SNDBUF");
-    socket
-        .bind("127.0.0.1:0".parse().expect("address"))
-        .expect("bind");
-    let listener = socket.listen(1024).expect("listen");
+    let listener = common::listener_with_send_buffer(4096);
     let server = TestEcho(TestServer::start_on(listener, |listener, signal| {
         echo_ws::run(listener, Config::default(), signal)
     }));

@@ -591,10 +591,7 @@ impl QuoteSource for SlowSocket {
 /// kernel hold megabytes of a slow client's quotes before the server saw any backpressure (see
 /// the book chapter).
 fn market_with_small_send_buffers() -> TestMarket {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_send_buffer_size(16 * 1024).expect("SO_SNDBUF");
-    socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
-    let listener = socket.listen(64).expect("listen");
+    let listener = common::listener_with_send_buffer(16 * 1024);
     TestMarket::start_on(
         listener,
         Config {

@@ -21,6 +21,19 @@ pub async fn within<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, future).await.expect("timed out")
 }
 
+/// A listener on a free port of 127.0.0.1 whose accepted sockets get a send buffer of
+/// `send_buffer` bytes (the kernel doubles it). Linux otherwise grows a socket's send buffer up to
+/// megabytes, so a server would not feel a client that stops reading until much later; tests of
+/// slow clients use this to make that moment come soon.
+pub fn listener_with_send_buffer(send_buffer: u32) -> TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_send_buffer_size(send_buffer).expect("SO_SNDBUF");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    socket.listen(1024).expect("listen")
+}
+
 /// The future a demo's `run(listener, config, shutdown_signal)` is given: it completes when the
 /// test stops the server.
 pub type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
