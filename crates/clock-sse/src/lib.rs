@@ -29,9 +29,8 @@ use askama::Template;
 use bytes::Bytes;
 use futures_util::Stream;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use realtime_kit::sse::{self, Event, SseResponse};
-use realtime_kit::{Body, Gauge, Shutdown, respond};
+use realtime_kit::{Body, Gauge, RequestBody, Shutdown, respond};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -90,7 +89,7 @@ struct App {
 
 impl App {
     // ANCHOR: routes
-    fn handle(&self, request: &Request<Incoming>) -> Response<Body> {
+    fn handle(&self, request: &Request<RequestBody>) -> Response<Body> {
         let path = request.uri().path();
         match (request.method(), path) {
             (&Method::GET, "/") => respond::html(&ClockPage {
@@ -108,7 +107,7 @@ impl App {
 
     // ANCHOR: events
     /// `GET /events`: one client's stream of ticks.
-    fn events(&self, request: &Request<Incoming>) -> Response<Body> {
+    fn events(&self, request: &Request<RequestBody>) -> Response<Body> {
         // A browser that reconnects sends the id of the last tick it saw.
         let seen = match sse::last_event_id(request) {
             Ok(seen) => seen,

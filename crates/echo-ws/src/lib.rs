@@ -38,9 +38,8 @@ use std::time::Duration;
 use askama::Template;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use realtime_kit::ws::{self, Beat, Heartbeat, Limits, OriginPolicy, WebSocket};
-use realtime_kit::{Body, Gauge, Shutdown, respond};
+use realtime_kit::{Body, Gauge, RequestBody, Shutdown, respond};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
@@ -124,7 +123,7 @@ struct App {
 
 impl App {
     // ANCHOR: routes
-    fn handle(self: &Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+    fn handle(self: &Arc<Self>, request: Request<RequestBody>) -> Response<Body> {
         let path = request.uri().path().to_owned();
         match (request.method(), path.as_str()) {
             (&Method::GET, "/") => respond::html(&RoomPage {
@@ -151,7 +150,7 @@ impl App {
     // ANCHOR_END: routes
 
     /// `GET /ws`: refuses a full room, then upgrades and runs a room session.
-    fn join_room(self: &Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+    fn join_room(self: &Arc<Self>, request: Request<RequestBody>) -> Response<Body> {
         if self.room.clients.get() >= self.config.max_clients {
             return respond::error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response};
 use realtime_kit::ws::{self, Limits, OriginPolicy, WebSocket};
-use realtime_kit::{Body, Shutdown, respond};
+use realtime_kit::{Body, RequestBody, Shutdown, respond};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -51,7 +51,7 @@ struct App {
 }
 
 impl App {
-    fn handle(&self, request: Request<hyper::body::Incoming>) -> Response<Body> {
+    fn handle(&self, request: Request<RequestBody>) -> Response<Body> {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/echo") => {
                 let shutdown = self.shutdown.clone();

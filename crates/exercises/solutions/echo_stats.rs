@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::ws::{self, Limits, OriginPolicy, WebSocket};
-use realtime_kit::{Body, Gauge, Shutdown, respond};
+use realtime_kit::{Body, Gauge, RequestBody, Shutdown, respond};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -49,7 +49,7 @@ struct App {
 }
 
 impl App {
-    fn handle(&self, request: Request<hyper::body::Incoming>) -> Response<Body> {
+    fn handle(&self, request: Request<RequestBody>) -> Response<Body> {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/stats") => respond::json(
                 StatusCode::OK,

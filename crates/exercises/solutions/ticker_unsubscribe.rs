@@ -23,7 +23,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response};
 use realtime_kit::ws::{self, Limits, OriginPolicy, WebSocket};
-use realtime_kit::{Body, Shutdown, respond};
+use realtime_kit::{Body, RequestBody, Shutdown, respond};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -98,7 +98,7 @@ struct App {
 }
 
 impl App {
-    fn handle(&self, request: Request<hyper::body::Incoming>) -> Response<Body> {
+    fn handle(&self, request: Request<RequestBody>) -> Response<Body> {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/quotes/ws") => {
                 let quotes = self.quotes.subscribe();

@@ -6,7 +6,7 @@
 //! | [`sse`] | an [`sse::Event`] encoded to `Bytes` once and written to many clients, and the streaming response |
 //! | [`parser`] | the client side of SSE: a streaming parser that follows the WHATWG rules |
 //! | [`client`] | a small HTTP client over hyper for tests, examples and the load generator |
-//! | [`server`] | the accept loop, per-connection tasks and graceful [`Shutdown`] |
+//! | [`server`] | the accept loop, per-connection tasks and graceful [`Shutdown`]; event streams are written straight to the socket |
 //! | [`request`] | a JSON body read with a Content-Type check and a size limit, and CORS for listed origins |
 //! | [`respond`] | HTML pages from askama templates, JSON, and errors as `{"error": ...}` |
 //! | [`config`] | `--port`/`--bind`, the "listening on" line, logging and the Ctrl-C signal |
@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod config;
+mod direct;
 pub mod parser;
 pub mod request;
 pub mod respond;
@@ -24,7 +25,9 @@ pub mod server;
 pub mod sse;
 pub mod ws;
 
-pub use server::{Body, ConnectionLimits, Gauge, GaugeGuard, Shutdown, serve, serve_with_limits};
+pub use server::{
+    Body, ConnectionLimits, Gauge, GaugeGuard, RequestBody, Shutdown, serve, serve_with_limits,
+};
 
 /// The error type of fallible functions at the edge of a program (`main`, examples, tests): any
 /// error, boxed. Inside a server, errors become responses or log lines, never this.

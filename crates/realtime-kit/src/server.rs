@@ -33,9 +33,15 @@ use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
+use crate::direct::{self, Sniffed};
+
 /// The body type of every response in the workspace: a full body or an endless event stream,
 /// behind one boxed type so a handler can return either.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The body type of every request a handler gets: hyper's incoming body, boxed, so that a
+/// request the kit parsed itself (see [`crate::direct`]) has the same type.
+pub type RequestBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
 /// How long [`serve`] waits, after the shutdown signal, for connections and tasks to finish.
 /// Everything of ours ends at once on the signal; this bounds a client that is slow to read
@@ -127,7 +133,7 @@ pub async fn serve<H, F>(
     shutdown: Shutdown,
     handler: H,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    H: Fn(Request<RequestBody>) -> F + Clone + Send + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     serve_with_limits(
@@ -148,7 +154,7 @@ pub async fn serve_with_limits<H, F>(
     shutdown: Shutdown,
     handler: H,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    H: Fn(Request<RequestBody>) -> F + Clone + Send + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     tokio::pin!(signal);
@@ -187,12 +193,12 @@ pub async fn serve_with_limits<H, F>(
 }
 
 async fn serve_connection<H, F>(
-    stream: TcpStream,
+    mut stream: TcpStream,
     limits: ConnectionLimits,
     handler: H,
     shutdown: Shutdown,
 ) where
-    H: Fn(Request<Incoming>) -> F + Send + 'static,
+    H: Fn(Request<RequestBody>) -> F + Send + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     // Push servers write small messages that must leave now, not wait for Nagle's algorithm
@@ -200,8 +206,42 @@ async fn serve_connection<H, F>(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "could not set TCP_NODELAY");
     }
-    let service = service_fn(move |request| {
-        let response = handler(request);
+    let started = tokio::time::Instant::now();
+    match direct::sniff(&mut stream, limits.header_read_timeout).await {
+        Sniffed::Stream(request) => {
+            if let Err(error) = direct::answer(stream, *request, handler, limits, &shutdown).await {
+                tracing::debug!(%error, "event stream ended with an error");
+            }
+        }
+        Sniffed::Nothing => {}
+        Sniffed::Other => {
+            // The header-read limit counts from the accept, not from the peek.
+            let limits = ConnectionLimits {
+                header_read_timeout: limits
+                    .header_read_timeout
+                    .saturating_sub(started.elapsed())
+                    .max(Duration::from_millis(1)),
+                ..limits
+            };
+            // Boxed: hyper's connection state is large, and a task on the direct path should
+            // not carry room for it.
+            Box::pin(serve_with_hyper(stream, limits, handler, shutdown)).await;
+        }
+    }
+}
+
+/// Serves one connection with hyper: everything except the requests [`crate::direct`] takes.
+async fn serve_with_hyper<H, F>(
+    stream: TcpStream,
+    limits: ConnectionLimits,
+    handler: H,
+    shutdown: Shutdown,
+) where
+    H: Fn(Request<RequestBody>) -> F + Send + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let service = service_fn(move |request: Request<Incoming>| {
+        let response = handler(request.map(RequestBody::new));
         async move { Ok::<_, Infallible>(response.await) }
     });
     let connection = http1::Builder::new()

@@ -264,7 +264,7 @@ impl std::error::Error for Refusal {}
 /// the task that awaits the upgrade is spawned first and the response returned after.
 /// The connection must be served with upgrades (the kit's [`crate::serve`] is).
 pub fn upgrade<S, F>(
-    mut request: Request<hyper::body::Incoming>,
+    mut request: Request<crate::RequestBody>,
     origins: &OriginPolicy,
     limits: Limits,
     shutdown: &Shutdown,

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
-use hyper::body::Incoming;
 use realtime_kit::client::EventStream;
 use realtime_kit::sse::{Event, SseResponse};
-use realtime_kit::{ConnectionLimits, Gauge, Shutdown, serve_with_limits};
+use realtime_kit::{ConnectionLimits, Gauge, RequestBody, Shutdown, serve_with_limits};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpSocket;
 use tokio::time::{Instant, timeout};
@@ -30,9 +29,26 @@ fn fast_events(streams: &Gauge) -> impl futures_util::Stream<Item = Bytes> + Sen
     )
 }
 
-/// A client that stops reading is closed after the stall limit; one that reads stays connected.
+/// A browser's request for a stream: the kit answers it on the socket itself (its direct path).
+const BROWSER_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n";
+
+/// A request without `Accept: text/event-stream`: hyper answers it.
+const PLAIN_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n";
+
+/// On the kit's direct path, a client that stops reading is closed after the stall limit; one
+/// that reads stays connected.
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_and_a_reader_is_not() {
+    stalled_client_is_cut_off(BROWSER_REQUEST).await;
+}
+
+/// The same through hyper, whose socket the kit wraps in a stall guard.
+#[tokio::test]
+async fn through_hyper_a_client_that_stops_reading_is_closed_too() {
+    stalled_client_is_cut_off(PLAIN_REQUEST).await;
+}
+
+async fn stalled_client_is_cut_off(request: &[u8]) {
     // A small send buffer, so the kernel does not absorb megabytes before the server notices.
     let socket = TcpSocket::new_v4().expect("socket");
     socket.set_send_buffer_size(4096).expect("SO_SNDBUF");
@@ -50,7 +66,7 @@ async fn a_client_that_stops_reading_is_closed_and_a_reader_is_not() {
     };
     let handler = {
         let (shutdown, streams) = (shutdown.clone(), streams.clone());
-        move |_request: Request<Incoming>| {
+        move |_request: Request<RequestBody>| {
             let response = SseResponse::new(fast_events(&streams), &shutdown).into_response();
             async move { response }
         }
@@ -79,10 +95,7 @@ async fn a_client_that_stops_reading_is_closed_and_a_reader_is_not() {
     let stalled = TcpSocket::new_v4().expect("socket");
     stalled.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     let mut stalled = stalled.connect(addr).await.expect("connect");
-    stalled
-        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .expect("send the request");
+    stalled.write_all(request).await.expect("send the request");
 
     let both_open = timeout(Duration::from_secs(5), async {
         while streams.get() < 2 {

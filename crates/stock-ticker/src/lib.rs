@@ -36,10 +36,9 @@ use askama::Template;
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use realtime_kit::sse::{self, Event, SseResponse};
 use realtime_kit::ws::{self, Beat, Heartbeat, Limits, OriginPolicy, WebSocket};
-use realtime_kit::{Body, Gauge, Shutdown, respond};
+use realtime_kit::{Body, Gauge, RequestBody, Shutdown, respond};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -112,7 +111,7 @@ struct App {
 
 impl App {
     // ANCHOR: routes
-    fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+    fn handle(&self, request: Request<RequestBody>) -> Response<Body> {
         let path = request.uri().path();
         match (request.method(), path) {
             (&Method::GET, "/") => respond::html(&TickerPage {
@@ -142,7 +141,7 @@ impl App {
     /// `GET /quotes/stream?symbols=A,B`: one client's event stream. Every connection starts
     /// with a snapshot, so a browser that reconnects is up to date at once; it has no use for
     /// the quotes it missed (they are old prices), so `Last-Event-ID` is not needed here.
-    fn quote_stream(&self, request: &Request<Incoming>) -> Response<Body> {
+    fn quote_stream(&self, request: &Request<RequestBody>) -> Response<Body> {
         let names = match symbols_in_query(request.uri().query()) {
             Ok(names) => names,
             Err(error) => return respond::error(StatusCode::BAD_REQUEST, error),
@@ -163,7 +162,7 @@ impl App {
 
     /// `GET /quotes/ws`: checks `Origin` and the handshake (the kit's [`ws::upgrade`]), then
     /// runs [`socket_session`] on the upgraded connection.
-    fn quote_socket(&self, request: Request<Incoming>) -> Response<Body> {
+    fn quote_socket(&self, request: Request<RequestBody>) -> Response<Body> {
         let feed = self.feed.clone();
         let shutdown = self.shutdown.clone();
         ws::upgrade(

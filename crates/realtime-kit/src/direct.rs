@@ -1,0 +1,385 @@
+//! The direct path for event streams: the kit answers a browser's `GET` for an event stream
+//! itself and writes the stream straight onto the socket, without hyper.
+//!
+//! Why: hyper keeps two 8 KiB buffers for as long as a connection lives, one that requests are
+//! read into and one that response heads are written into. An event stream reads nothing after
+//! its request and writes only small frames, so with 10,000 open streams those two buffers are
+//! most of the server's memory: measured, 11.8 KiB per idle stream through hyper against 4-5 KiB
+//! here (the chapter "How many clients can one server hold?" has the figures and the method).
+//!
+//! It takes only what it is sure of. The request must be complete in the first bytes the client
+//! sent, HTTP/1.1, `GET`, with `Accept: text/event-stream` (what `EventSource` sends), no body
+//! and no upgrade. The kit *peeks* at those bytes, so anything else reaches hyper untouched and
+//! is served exactly as before. The handler is the same one hyper calls:
+//! - if it answers `200` with `Content-Type: text/event-stream`, the stream is written with the
+//!   chunked transfer coding, frames that are ready together leave in one write, a write that
+//!   makes no progress for the stall limit ends the connection, and when the stream ends (on
+//!   shutdown) the last chunk is written and the connection closed;
+//! - any other answer (a `400` for a malformed `Last-Event-ID`, a `404`) is written whole with
+//!   `Content-Length` and `Connection: close`.
+//!
+//! Run the tests with `cargo test -p realtime-kit --test direct_stream`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::io::Write as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Empty};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::server::{Body, ConnectionLimits, RequestBody, Shutdown};
+
+/// The most of a request head the kit looks at. A browser's request for an event stream is well
+/// under 1 KiB; a longer head (large cookies) is left to hyper.
+const PEEK_LIMIT: usize = 4096;
+
+/// The most headers the kit parses; a request with more is left to hyper.
+const MAX_HEADERS: usize = 32;
+
+/// How many bytes of ready frames are gathered into one write.
+const BATCH_LIMIT: usize = 64 * 1024;
+
+/// What the first bytes of a connection turned out to be.
+pub(crate) enum Sniffed {
+    /// A request for an event stream, taken off the socket: the kit answers it.
+    Stream(Box<Request<RequestBody>>),
+    /// Anything else, still unread on the socket: hyper answers it.
+    Other,
+    /// The client sent nothing in time, or closed: there is nothing to answer.
+    Nothing,
+}
+
+/// Waits (at most `header_read_timeout`) for the first bytes of `stream` and looks at them
+/// without reading them; takes them off the socket only if they are a request for a stream.
+pub(crate) async fn sniff(stream: &mut TcpStream, header_read_timeout: Duration) -> Sniffed {
+    // Lives only until the decision: an open stream keeps no read buffer at all.
+    let mut head = vec![0; PEEK_LIMIT];
+    let peeked = match tokio::time::timeout(header_read_timeout, stream.peek(&mut head)).await {
+        Ok(Ok(peeked)) if peeked > 0 => peeked,
+        _ => return Sniffed::Nothing,
+    };
+    let Some((request, length)) = stream_request(&head[..peeked]) else {
+        return Sniffed::Other;
+    };
+    // Those bytes are already in the socket's receive queue: reading them cannot wait.
+    match stream.read_exact(&mut head[..length]).await {
+        Ok(_) => Sniffed::Stream(Box::new(request)),
+        Err(_) => Sniffed::Nothing,
+    }
+}
+
+/// Parses `bytes` as a complete request for an event stream that the direct path may answer,
+/// and returns it with the length of its head; `None` for anything else.
+fn stream_request(bytes: &[u8]) -> Option<(Request<RequestBody>, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(length) = head.parse(bytes).ok()? else {
+        return None;
+    };
+    if head.method != Some("GET") || head.version != Some(1) {
+        return None;
+    }
+    let mut request = Request::builder()
+        .method(Method::GET)
+        .uri(head.path?)
+        .version(Version::HTTP_11);
+    let (mut wants_stream, mut has_host) = (false, false);
+    for field in head.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+        // A body, an upgrade or an expectation is hyper's to handle.
+        if [
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+            header::UPGRADE,
+            header::EXPECT,
+        ]
+        .contains(&name)
+        {
+            return None;
+        }
+        has_host |= name == header::HOST;
+        wants_stream |= name == header::ACCEPT && mentions_event_stream(field.value);
+        request = request.header(name, HeaderValue::from_bytes(field.value).ok()?);
+    }
+    if !wants_stream || !has_host {
+        return None;
+    }
+    let body = Empty::<Bytes>::new()
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync();
+    Some((request.body(body).ok()?, length))
+}
+
+fn mentions_event_stream(accept: &[u8]) -> bool {
+    const EVENT_STREAM: &[u8] = b"text/event-stream";
+    accept
+        .windows(EVENT_STREAM.len())
+        .any(|window| window.eq_ignore_ascii_case(EVENT_STREAM))
+}
+
+/// Answers a request taken by [`sniff`] with `handler`, on the socket itself.
+pub(crate) async fn answer<H, F>(
+    mut stream: TcpStream,
+    request: Request<RequestBody>,
+    handler: H,
+    limits: ConnectionLimits,
+    shutdown: &Shutdown,
+) -> io::Result<()>
+where
+    H: Fn(Request<RequestBody>) -> F,
+    F: Future<Output = Response<Body>>,
+{
+    let response = handler(request).await;
+    let is_stream = response.status() == StatusCode::OK
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|value| mentions_event_stream(value.as_bytes()));
+    if !is_stream {
+        return write_whole(stream, response, limits).await;
+    }
+    let (parts, mut body) = response.into_parts();
+    let mut pending = head(parts.status, &parts.headers, "transfer-encoding: chunked");
+    let mut ended = false;
+    loop {
+        // Whatever the stream has ready now goes out in this write, the head with it the
+        // first time, so a burst of events costs one system call.
+        ended = ended || gather(&mut body, &mut pending);
+        if !pending.is_empty() {
+            write(&mut stream, &pending, limits.write_stall_timeout).await?;
+            // Dropped, not kept: an idle stream holds no write buffer.
+            pending = Vec::new();
+        }
+        if ended {
+            return stream.shutdown().await;
+        }
+        tokio::select! {
+            frame = body.frame() => match frame {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        chunk(&mut pending, &data);
+                    }
+                }
+                None => {
+                    pending.extend_from_slice(LAST_CHUNK);
+                    ended = true;
+                }
+                Some(Err(never)) => match never {},
+            },
+            () = client_gone(&stream) => return Ok(()),
+            // The kit's streams end themselves on shutdown; this bounds any other body.
+            () = shutdown.requested() => {
+                if !gather(&mut body, &mut pending) {
+                    pending.extend_from_slice(LAST_CHUNK);
+                }
+                ended = true;
+            }
+        }
+    }
+}
+
+/// Ends a chunked body.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Appends every frame `body` has ready, up to [`BATCH_LIMIT`]; true if the body has ended
+/// (and the last chunk has been appended).
+fn gather(body: &mut Body, pending: &mut Vec<u8>) -> bool {
+    while pending.len() < BATCH_LIMIT {
+        match body.frame().now_or_never() {
+            None => return false,
+            Some(None) => {
+                pending.extend_from_slice(LAST_CHUNK);
+                return true;
+            }
+            Some(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    chunk(pending, &data);
+                }
+            }
+            Some(Some(Err(never))) => match never {},
+        }
+    }
+    false
+}
+
+/// Appends `data` as one chunk: its length in hex, CRLF, the bytes, CRLF.
+fn chunk(pending: &mut Vec<u8>, data: &Bytes) {
+    if data.is_empty() {
+        // An empty chunk would be the last one.
+        return;
+    }
+    let _ = write!(pending, "{:x}\r\n", data.len());
+    pending.extend_from_slice(data);
+    pending.extend_from_slice(b"\r\n");
+}
+
+/// A response's status line and headers, with `framing` (how the body is delimited), `Date`,
+/// and the blank line that ends the head.
+fn head(status: StatusCode, headers: &http::HeaderMap, framing: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    let reason = status.canonical_reason().unwrap_or("");
+    let _ = write!(out, "HTTP/1.1 {} {reason}\r\n", status.as_str());
+    for (name, value) in headers {
+        // Framing is this module's to decide.
+        if [
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+            header::CONNECTION,
+        ]
+        .contains(name)
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let _ = write!(out, "date: {date}\r\n{framing}\r\n\r\n");
+    out
+}
+
+/// Writes a response that is not a stream, whole, and closes the connection.
+async fn write_whole(
+    mut stream: TcpStream,
+    response: Response<Body>,
+    limits: ConnectionLimits,
+) -> io::Result<()> {
+    let (parts, body) = response.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    let framing = format!("content-length: {}\r\nconnection: close", body.len());
+    let mut out = head(parts.status, &parts.headers, &framing);
+    out.extend_from_slice(&body);
+    write(&mut stream, &out, limits.write_stall_timeout).await?;
+    stream.shutdown().await
+}
+
+/// Writes all of `bytes`, failing with `TimedOut` if the client accepts nothing for `limit`.
+async fn write(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> io::Result<()> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match tokio::time::timeout(limit, stream.write(&bytes[written..])).await {
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => written += n,
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the client accepted no data for {limit:?}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Completes when the client has closed the connection (or it failed). A stream's client has
+/// nothing more to send; bytes it sends anyway (a pipelined request, which a never-ending
+/// response could never answer) are read and dropped, so they cannot pile up.
+async fn client_gone(stream: &TcpStream) {
+    let mut scratch = [0; 64];
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match stream.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(head: &str) -> Option<(Request<RequestBody>, usize)> {
+        stream_request(head.as_bytes())
+    }
+
+    #[test]
+    fn a_browsers_request_for_a_stream_is_taken_with_its_headers() {
+        let head = "GET /events?symbols=ACME HTTP/1.1\r\nHost: localhost\r\n\
+                    Accept: text/event-stream\r\nLast-Event-ID: 41\r\n\r\n";
+        let (request, length) = parse(head).expect("taken");
+        assert_eq!(length, head.len());
+        assert_eq!(request.uri(), "/events?symbols=ACME");
+        assert_eq!(request.headers()["last-event-id"], "41");
+    }
+
+    #[test]
+    fn only_the_head_is_taken_when_more_follows() {
+        let head = "GET / HTTP/1.1\r\nHost: a\r\nAccept: TEXT/EVENT-STREAM\r\n\r\n";
+        let (_, length) = parse(&format!("{head}GET /next HTTP/1.1\r\n")).expect("taken");
+        assert_eq!(length, head.len());
+    }
+
+    #[test]
+    fn everything_else_is_left_to_hyper() {
+        for head in [
+            // Not asking for a stream.
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\n\r\n",
+            // Incomplete: the rest may come in the next segment.
+            "GET / HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n",
+            // Another method, another version, no Host.
+            "POST / HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n",
+            "GET / HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
+            // A body, an upgrade, an expectation.
+            "GET / HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\nContent-Length: 2\r\n\r\nhi",
+            "GET / HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\nExpect: 100-continue\r\n\r\n",
+            // Malformed.
+            "GET /\x01 HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n",
+            "NOT HTTP AT ALL\r\n\r\n",
+        ] {
+            assert!(parse(head).is_none(), "taken: {head:?}");
+        }
+    }
+
+    #[test]
+    fn a_head_with_too_many_headers_is_left_to_hyper() {
+        let mut head = String::from("GET / HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n");
+        for i in 0..MAX_HEADERS {
+            head.push_str(&format!("X-{i}: y\r\n"));
+        }
+        head.push_str("\r\n");
+        assert!(parse(&head).is_none());
+    }
+
+    #[test]
+    fn chunks_are_hex_length_data_crlf_and_empty_data_writes_nothing() {
+        let mut out = Vec::new();
+        chunk(&mut out, &Bytes::from_static(&[b'x'; 26]));
+        chunk(&mut out, &Bytes::new());
+        assert_eq!(out, [b"1a\r\n".as_slice(), &[b'x'; 26], b"\r\n"].concat());
+    }
+
+    #[test]
+    fn the_head_sets_its_own_framing_and_a_date() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
+        headers.insert(header::CONTENT_LENGTH, "5".parse().unwrap());
+        let head = String::from_utf8(head(StatusCode::OK, &headers, "transfer-encoding: chunked"))
+            .unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"));
+        assert!(!head.contains("content-length"));
+        assert!(head.contains("\r\ndate: "));
+        assert!(head.ends_with("transfer-encoding: chunked\r\n\r\n"));
+    }
+}
