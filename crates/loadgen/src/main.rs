@@ -21,6 +21,7 @@
 mod clients;
 mod measure;
 mod scenarios;
+mod sse_client;
 
 use std::net::IpAddr;
 use std::time::Duration;

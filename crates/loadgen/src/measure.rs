@@ -36,10 +36,19 @@ impl Usage {
             .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
             .sum();
         let per_second = rustix::param::clock_ticks_per_second().max(1);
-        Ok(Self {
-            rss_kib,
-            cpu: Duration::from_secs_f64(ticks as f64 / per_second as f64),
-        })
+        let cpu = match pid {
+            Some(_) => Duration::from_secs_f64(ticks as f64 / per_second as f64),
+            // Our own CPU time to the nanosecond: /proc counts in clock ticks (10 ms), too coarse
+            // for a few thousand events at a few microseconds each.
+            None => {
+                let now = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+                Duration::new(
+                    u64::try_from(now.tv_sec).unwrap_or_default(),
+                    u32::try_from(now.tv_nsec).unwrap_or_default(),
+                )
+            }
+        };
+        Ok(Self { rss_kib, cpu })
     }
 }
 

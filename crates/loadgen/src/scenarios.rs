@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use realtime_kit::client::{self, EventStream};
+use realtime_kit::client;
+use realtime_kit::parser::MessageEvent;
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -18,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::Common;
 use crate::clients::{ClientTask, Opened, open_all, progress_bar};
 use crate::measure::{Latencies, Report, Usage};
+use crate::sse_client::SseClient;
 
 type WebSocket = WebSocketStream<TcpStream>;
 
@@ -32,25 +34,62 @@ fn run_marker() -> String {
     format!("lg{}x{nanos}", std::process::id())
 }
 
-/// Opens `common.clients` event streams on `url`; each is handed at once to `read`, in a task.
-async fn open_sse<R, F>(
+/// What all SSE clients of a run count together.
+#[derive(Default)]
+struct SseTally {
+    /// Events received by every client so far: loadgen's CPU time per event is measured with it.
+    events: AtomicU64,
+    /// Streams that ended (the server closed them, or they broke) while the run held them.
+    ended: AtomicUsize,
+}
+
+/// Opens `common.clients` event streams on `url`. Each reads in its own task from the moment it
+/// opens, and passes every event to the handler `on_event(index)` made for it.
+async fn open_sse<M, H>(
     common: &Common,
     url: &str,
-    read: R,
-) -> realtime_kit::Result<Opened<ClientTask>>
+    on_event: M,
+) -> realtime_kit::Result<(Opened<ClientTask>, Arc<SseTally>)>
 where
-    R: Fn(usize, EventStream) -> F,
-    F: Future<Output = ()> + Send + 'static,
+    M: Fn(usize) -> H,
+    H: FnMut(MessageEvent) + Send + 'static,
 {
-    let read = &read;
-    open_all(common, common.clients, |index, tcp| async move {
-        let stream = EventStream::over(tcp, url, &[]).await?;
-        if stream.status() != 200 {
-            return Err(format!("{url} answered {}", stream.status()).into());
-        }
-        Ok(ClientTask(tokio::spawn(read(index, stream))))
+    let tally = Arc::new(SseTally::default());
+    let on_event = &on_event;
+    let tally_ref = &tally;
+    let opened = open_all(common, common.clients, |index, tcp| async move {
+        let client = SseClient::open(tcp, url).await?;
+        let mut handle = on_event(index);
+        let tally = tally_ref.clone();
+        Ok(ClientTask(tokio::spawn(async move {
+            let _ended = client
+                .run(|event| {
+                    tally.events.fetch_add(1, Ordering::Relaxed);
+                    handle(event);
+                })
+                .await;
+            tally.ended.fetch_add(1, Ordering::Relaxed);
+        })))
     })
-    .await
+    .await?;
+    Ok((opened, tally))
+}
+
+/// Reports loadgen's CPU time per event received between two points of a run, each its
+/// [`Usage`] and the events counted by then.
+fn cpu_per_event(report: &mut Report, from: (Usage, u64), to: (Usage, u64)) {
+    let events = to.1.saturating_sub(from.1);
+    let cpu = to.0.cpu.saturating_sub(from.0.cpu);
+    let micros = cpu.as_secs_f64() * 1e6 / events.max(1) as f64;
+    report.add(
+        "loadgen_cpu_us_per_event",
+        "loadgen CPU / event",
+        json!(micros),
+        format!(
+            "{micros:.2} µs ({:.3} s for {events} events received while measuring)",
+            cpu.as_secs_f64()
+        ),
+    );
 }
 
 /// Client-side limits like the server's: a small read buffer keeps 10,000 clients cheap.
@@ -113,7 +152,7 @@ async fn hold_idle(
     name: &str,
     hold: Duration,
     clients: Vec<ClientTask>,
-    closed: Arc<AtomicUsize>,
+    closed: &AtomicUsize,
     mut report: Report,
     before: (Option<Usage>, Usage),
 ) -> realtime_kit::Result<Report> {
@@ -143,22 +182,14 @@ async fn hold_idle(
 pub(crate) async fn sse_idle(common: &Common, hold: Duration) -> realtime_kit::Result<Report> {
     let mut report = Report::new("sse-idle");
     let before = (server_usage(common)?, Usage::of(None)?);
-    let closed = Arc::new(AtomicUsize::new(0));
-    let opened = open_sse(common, &common.url, |_, mut stream| {
-        let closed = closed.clone();
-        async move {
-            while let Ok(Some(_)) = stream.next_event().await {}
-            closed.fetch_add(1, Ordering::Relaxed);
-        }
-    })
-    .await?;
+    let (opened, tally) = open_sse(common, &common.url, |_| |_: MessageEvent| {}).await?;
     connections_row(&mut report, common.clients, &opened);
     hold_idle(
         common,
         "streams",
         hold,
         opened.clients,
-        closed,
+        &tally.ended,
         report,
         before,
     )
@@ -185,7 +216,7 @@ pub(crate) async fn ws_idle(common: &Common, hold: Duration) -> realtime_kit::Re
         "sockets",
         hold,
         opened.clients,
-        closed,
+        &closed,
         report,
         before,
     )
@@ -205,27 +236,25 @@ pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::R
     let mut report = Report::new("clock-spread");
     let before = (server_usage(common)?, Usage::of(None)?);
     let arrivals: Arc<Mutex<HashMap<u64, Arrivals>>> = Arc::default();
-    let opened = open_sse(common, &common.url, |_, mut stream| {
+    let (opened, tally) = open_sse(common, &common.url, |_| {
         let arrivals = arrivals.clone();
-        async move {
-            while let Ok(Some(event)) = stream.next_event().await {
-                let now = Instant::now();
-                let Ok(id) = event.last_event_id.parse::<u64>() else {
-                    continue;
-                };
-                let mut arrivals = arrivals.lock().expect("no panics while locked");
-                arrivals
-                    .entry(id)
-                    .and_modify(|tick| {
-                        tick.last = now;
-                        tick.count += 1;
-                    })
-                    .or_insert(Arrivals {
-                        first: now,
-                        last: now,
-                        count: 1,
-                    });
-            }
+        move |event: MessageEvent| {
+            let now = Instant::now();
+            let Ok(id) = event.last_event_id.parse::<u64>() else {
+                return;
+            };
+            let mut arrivals = arrivals.lock().expect("no panics while locked");
+            arrivals
+                .entry(id)
+                .and_modify(|tick| {
+                    tick.last = now;
+                    tick.count += 1;
+                })
+                .or_insert(Arrivals {
+                    first: now,
+                    last: now,
+                    count: 1,
+                });
         }
     })
     .await?;
@@ -252,6 +281,7 @@ pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::R
     }
     let first = newest() + 1;
     let last = first + ticks - 1;
+    let measuring_from = (Usage::of(None)?, tally.events.load(Ordering::Relaxed));
     let progress = progress_bar(ticks, "ticks");
     while newest() <= last && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -260,6 +290,7 @@ pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::R
     // Give the last tick's stragglers their time.
     tokio::time::sleep(ROUND_TIMEOUT.min(Duration::from_secs(1))).await;
     progress.finish_and_clear();
+    let measured_to = (Usage::of(None)?, tally.events.load(Ordering::Relaxed));
     let mut spread = Latencies::new();
     let mut incomplete = 0;
     for (_, tick) in arrivals
@@ -285,46 +316,64 @@ pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::R
         before.0.zip(server_usage(common)?),
         (before.1, Usage::of(None)?),
     );
+    cpu_per_event(&mut report, measuring_from, measured_to);
     drop(opened);
     Ok(report)
 }
 
 /// Per-round bookkeeping of a fan-out: when it was sent, and when each client got it.
 struct Rounds {
-    marker: String,
-    sent: Mutex<Vec<Option<Instant>>>,
-    every: Mutex<Latencies>,
-    last: Mutex<Vec<Option<Arrivals>>>,
+    /// This run's marker and a dash, found once in each message: round `n` is sent as
+    /// `{marker}-{n}-end`, so an arrival is recognised without allocating.
+    prefix: String,
+    /// Everything an arrival updates, under one lock taken once per arrival.
+    state: Mutex<RoundsState>,
+}
+
+/// The times of every round, indexed by round number.
+struct RoundsState {
+    /// When each round was sent (`None`: not yet).
+    sent: Vec<Option<Instant>>,
+    /// Latency from send to each client's arrival, all rounds together.
+    every: Latencies,
+    /// First and last arrival of each round, and how many clients had it.
+    last: Vec<Option<Arrivals>>,
 }
 
 impl Rounds {
     fn new(count: u64) -> Arc<Self> {
         Arc::new(Self {
-            marker: run_marker(),
-            sent: Mutex::new(vec![None; count as usize]),
-            every: Mutex::new(Latencies::new()),
-            last: Mutex::new(vec![None; count as usize]),
+            prefix: format!("{}-", run_marker()),
+            state: Mutex::new(RoundsState {
+                sent: vec![None; count as usize],
+                every: Latencies::new(),
+                last: vec![None; count as usize],
+            }),
         })
     }
 
-    fn text(&self, round: u64) -> String {
-        format!("{}-{round}-end", self.marker)
+    fn lock(&self) -> std::sync::MutexGuard<'_, RoundsState> {
+        self.state.lock().expect("no panics while locked")
+    }
+
+    /// The round number carried by `text`, if it is one of this run's messages.
+    fn round_of(&self, text: &str) -> Option<usize> {
+        let (_, rest) = text.split_once(self.prefix.as_str())?;
+        let (round, _) = rest.split_once("-end")?;
+        round.parse().ok()
     }
 
     /// Records an arrival if `text` carries one of this run's rounds.
     fn arrived(&self, text: &str, now: Instant) {
-        let Some(round) = text
-            .split_once(&format!("{}-", self.marker))
-            .and_then(|(_, rest)| rest.split_once("-end"))
-            .and_then(|(round, _)| round.parse::<usize>().ok())
-        else {
+        let Some(round) = self.round_of(text) else {
             return;
         };
-        let Some(Some(sent)) = self.sent.lock().expect("unpoisoned").get(round).copied() else {
+        let mut state = self.lock();
+        let Some(Some(sent)) = state.sent.get(round).copied() else {
             return;
         };
-        self.every.lock().expect("unpoisoned").record(now - sent);
-        if let Some(slot) = self.last.lock().expect("unpoisoned").get_mut(round) {
+        state.every.record(now - sent);
+        if let Some(slot) = state.last.get_mut(round) {
             let arrivals = slot.get_or_insert(Arrivals {
                 first: now,
                 last: now,
@@ -336,13 +385,13 @@ impl Rounds {
     }
 
     fn count(&self, round: u64) -> usize {
-        self.last.lock().expect("unpoisoned")[round as usize].map_or(0, |a| a.count)
+        self.lock().last[round as usize].map_or(0, |a| a.count)
     }
 
     /// Marks `round` as sent now and returns the text to send for it.
     fn start(&self, round: u64) -> String {
-        self.sent.lock().expect("unpoisoned")[round as usize] = Some(Instant::now());
-        self.text(round)
+        self.lock().sent[round as usize] = Some(Instant::now());
+        format!("{}{round}-end", self.prefix)
     }
 
     /// Waits until every client has `round`, or [`ROUND_TIMEOUT`].
@@ -354,13 +403,10 @@ impl Rounds {
     }
 
     fn report(&self, report: &mut Report, clients: usize) {
-        let sent = self.sent.lock().expect("unpoisoned");
+        let state = self.lock();
         let mut last = Latencies::new();
         let mut missed = 0;
-        for (sent, arrivals) in sent
-            .iter()
-            .zip(self.last.lock().expect("unpoisoned").iter())
-        {
+        for (sent, arrivals) in state.sent.iter().zip(state.last.iter()) {
             let (Some(sent), Some(arrivals)) = (sent, arrivals) else {
                 continue;
             };
@@ -368,11 +414,7 @@ impl Rounds {
             missed += clients.saturating_sub(arrivals.count);
         }
         report.latencies("to_last_client", "to the last client", &last);
-        report.latencies(
-            "to_every_client",
-            "to every client",
-            &self.every.lock().expect("unpoisoned"),
-        );
+        report.latencies("to_every_client", "to every client", &state.every);
         report.add(
             "missed",
             "missed",
@@ -388,19 +430,16 @@ pub(crate) async fn chat_fanout(common: &Common, rounds: u64) -> realtime_kit::R
     let base = common.url.trim_end_matches('/');
     let before = (server_usage(common)?, Usage::of(None)?);
     let fanout = Rounds::new(rounds);
-    let opened = open_sse(common, &format!("{base}/events"), |_, mut stream| {
+    let (opened, tally) = open_sse(common, &format!("{base}/events"), |_| {
         let fanout = fanout.clone();
-        async move {
-            while let Ok(Some(event)) = stream.next_event().await {
-                fanout.arrived(&event.data, Instant::now());
-            }
-        }
+        move |event: MessageEvent| fanout.arrived(&event.data, Instant::now())
     })
     .await?;
     connections_row(&mut report, common.clients, &opened);
     let connected = opened.clients.len();
     let post_url = format!("{base}/messages");
     let progress = progress_bar(rounds, "rounds");
+    let measuring_from = (Usage::of(None)?, tally.events.load(Ordering::Relaxed));
     let deadline = Instant::now() + common.deadline;
     for round in (0..rounds).take_while(|_| Instant::now() < deadline) {
         let body = json!({ "user": "loadgen", "text": fanout.start(round) }).to_string();
@@ -413,12 +452,14 @@ pub(crate) async fn chat_fanout(common: &Common, rounds: u64) -> realtime_kit::R
         progress.inc(1);
     }
     progress.finish_and_clear();
+    let measured_to = (Usage::of(None)?, tally.events.load(Ordering::Relaxed));
     fanout.report(&mut report, connected);
     report.usage(
         connected,
         before.0.zip(server_usage(common)?),
         (before.1, Usage::of(None)?),
     );
+    cpu_per_event(&mut report, measuring_from, measured_to);
     drop(opened);
     Ok(report)
 }
