@@ -57,11 +57,18 @@ pub struct Limits {
     /// The largest single frame. Equal to the message limit: a client may still fragment a
     /// message, but no frame can be bigger than a whole message may be.
     pub max_frame_size: usize,
-    /// The most bytes waiting to be written to one socket. Messages are flushed one by one, so
-    /// this only fills if the socket does; past it a write fails instead of buffering more. It
-    /// leaves room for the largest message this server sends: an echo of the biggest allowed
-    /// message, or a JSON envelope around it (escaping can make text up to 6 times longer).
+    /// The most bytes waiting to be written to one socket. Messages are flushed as soon as they
+    /// are queued (one, or a batch), so this only fills if the socket does; past it a write fails
+    /// instead of buffering more. It leaves room for the largest message this server sends: an echo of the
+    /// biggest allowed message, or a JSON envelope around it (escaping can make text up to 6
+    /// times longer).
     pub max_write_buffer_size: usize,
+    /// Bytes of frames gathered before tungstenite writes them to the socket. `send` (queue and
+    /// flush) writes at once whatever this is, so a lone message never waits. A session that
+    /// queues several messages (`feed`) and then flushes once writes them in one system call
+    /// while they fit in this many bytes; past it they go out in several. The buffer keeps the
+    /// size it grew to, so this is also what a busy socket holds between writes.
+    pub write_buffer_size: usize,
 }
 
 impl Default for Limits {
@@ -78,6 +85,13 @@ impl Limits {
             max_message_size,
             max_frame_size: max_message_size,
             max_write_buffer_size: 8 * max_message_size,
+            // Room for dozens of small messages per write; kept below the largest message so
+            // that it stays below `max_write_buffer_size`, as tungstenite requires.
+            write_buffer_size: if max_message_size < 4 * 1024 {
+                max_message_size
+            } else {
+                4 * 1024
+            },
         }
     }
 
@@ -85,9 +99,14 @@ impl Limits {
     pub fn websocket_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_size)
-            // Write each message at once instead of collecting 128 KiB first: push messages must
-            // leave now (the same reason the server sets TCP_NODELAY), and we flush each anyway.
-            .write_buffer_size(0)
+            // tungstenite's default gathers 128 KiB before writing. Here a flush writes at once
+            // (push messages must leave now: the reason the server sets TCP_NODELAY), and only
+            // messages queued together share a write. tungstenite panics unless the maximum is
+            // larger, so a write buffer at or over it is cut below it.
+            .write_buffer_size(
+                self.write_buffer_size
+                    .min(self.max_write_buffer_size.saturating_sub(1)),
+            )
             .max_write_buffer_size(self.max_write_buffer_size)
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_frame_size))
@@ -463,5 +482,25 @@ mod tests {
         assert_eq!(config.max_message_size, Some(64 * 1024));
         assert_eq!(config.max_frame_size, Some(64 * 1024));
         assert!(config.max_write_buffer_size >= 6 * 64 * 1024);
+        assert_eq!(config.write_buffer_size, 4 * 1024);
+    }
+
+    /// tungstenite panics when the write buffer is not below its maximum; a small message limit
+    /// (which makes the maximum small) must not get there.
+    #[test]
+    fn write_buffer_stays_below_its_maximum() {
+        for max_message_size in [1, 100, 4 * 1024, 64 * 1024] {
+            let config = Limits::with_max_message_size(max_message_size).websocket_config();
+            assert!(
+                config.write_buffer_size < config.max_write_buffer_size,
+                "{max_message_size}"
+            );
+        }
+        let config = Limits {
+            write_buffer_size: 1 << 20,
+            ..Limits::default()
+        }
+        .websocket_config();
+        assert!(config.write_buffer_size < config.max_write_buffer_size);
     }
 }
