@@ -339,6 +339,104 @@ async fn a_crowd_joining_at_once_is_told_in_a_few_notices_and_nobody_is_closed()
     assert_eq!(server.stats().await["clients"], 102, "nobody was closed");
 }
 
+/// A client that falls behind on join and leave notices skips them: it gets one `presence`
+/// notice saying how many it missed and how many clients are in the room, every message, and it
+/// stays. Here a watcher's session is stuck writing to a full socket while five clients join one
+/// by one, more notices than its presence ring (2) holds; a room that closed it, or skipped the
+/// notices without a word, fails this test.
+#[tokio::test]
+async fn a_client_behind_on_notices_gets_a_presence_summary_and_stays() {
+    let listener = common::listener_with_send_buffer(4096);
+    let config = Config {
+        presence_backlog: 2,
+        ..Config::default()
+    };
+    let server = TestEcho(TestServer::start_on(listener, |listener, signal| {
+        echo_ws::run(listener, config, signal)
+    }));
+    let (mut watcher, _) = server.join().await;
+    let (mut sender, sender_id) = server.join().await;
+
+    // Fill the watcher's socket: it reads nothing while 40 messages of 16 KiB go out, so its
+    // session is stuck in a write and takes nothing from either ring.
+    let padding = "x".repeat(16 * 1024);
+    for n in 0..40 {
+        let text = format!("{n} {padding}");
+        sender
+            .send(Message::text(text.clone()))
+            .await
+            .expect("send");
+        next_json_where(&mut sender, |event| {
+            event["from"] == sender_id && event["text"] == text.as_str()
+        })
+        .await;
+    }
+    // Five joins, each told to the room before the next: five notices in the presence ring.
+    let mut newcomers = Vec::new();
+    for clients in 3..=7 {
+        newcomers.push(server.join().await.0);
+        next_json_where(&mut sender, |event| event["clients"] == clients).await;
+    }
+
+    let (mut messages, mut summary) = (0, None);
+    while messages < 40 || summary.is_none() {
+        let event = next_json(&mut watcher).await;
+        match event["type"].as_str() {
+            Some("message") => messages += 1,
+            Some("presence") if event.get("missed").is_some() => summary = Some(event),
+            _ => {}
+        }
+    }
+    let summary = summary.expect("a presence summary");
+    assert!(summary["missed"].as_u64() >= Some(1), "{summary}");
+    assert_eq!(summary["clients"], 7, "{summary}");
+    watcher
+        .send(Message::text("still here"))
+        .await
+        .expect("send");
+    next_json_where(&mut watcher, |event| event["text"] == "still here").await;
+    assert_eq!(server.stats().await["clients"], 7, "nobody was closed");
+}
+
+/// A burst from one client does not get the others closed as too slow. Here 300 small messages
+/// arrive in one TCP segment, more than the room's ring (128) holds; every other client must
+/// receive all of them, in order, and stay. A session that published the whole burst before the
+/// others had a turn would put every other client more than a ring behind.
+#[tokio::test]
+async fn a_burst_from_one_client_reaches_everyone_and_nobody_is_closed() {
+    let server = TestEcho::default().await;
+    let (mut first, _) = server.join().await;
+    let (mut second, _) = server.join().await;
+    let mut burster = raw_handshake(&server, "/ws").await;
+
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut burst = Vec::new();
+    for n in 0..300 {
+        let text = format!("m{n}");
+        burst.extend_from_slice(&[0x81, 0x80 | u8::try_from(text.len()).expect("short")]);
+        burst.extend_from_slice(&mask);
+        burst.extend(
+            text.bytes()
+                .zip(mask.iter().cycle())
+                .map(|(byte, key)| byte ^ key),
+        );
+    }
+    burster.write_all(&burst).await.expect("send the burst");
+
+    for watcher in [&mut first, &mut second] {
+        let mut texts = Vec::new();
+        while texts.len() < 300 {
+            let event = next_json(watcher).await;
+            if event["type"] == "message" {
+                texts.push(event["text"].as_str().unwrap_or("").to_owned());
+            }
+        }
+        let sent: Vec<String> = (0..300).map(|n| format!("m{n}")).collect();
+        assert_eq!(texts, sent, "every message of the burst, in order");
+    }
+    assert_eq!(server.stats().await["clients"], 3, "nobody was closed");
+}
+
 /// The room relays text only: a binary message closes the socket with 1003 (unsupported data).
 #[tokio::test]
 async fn binary_in_the_room_closes_with_1003() {
