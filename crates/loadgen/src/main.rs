@@ -56,7 +56,8 @@ pub(crate) struct Common {
     server_pid: Option<u32>,
 
     /// Source addresses to connect from (127.0.0.1, .2, ...): one pair of addresses has only
-    /// ~28,000 ephemeral ports. Default: one per 20,000 clients.
+    /// ~28,000 ephemeral ports, and each run leaves its ports in TIME_WAIT for a minute.
+    /// Default: one per 1,000 clients.
     #[arg(long, global = true)]
     sources: Option<u8>,
 

@@ -1,5 +1,6 @@
-//! loadgen against a real clock-sse server on `127.0.0.1:0`, run as the real binary with small
-//! numbers: the scenarios connect, measure and report, and the tool refuses non-loopback targets.
+//! loadgen against real clock-sse and chat-sse servers on `127.0.0.1:0`, run as the real binary
+//! with small numbers: the scenarios connect, measure and report, and the tool refuses
+//! non-loopback targets.
 
 use std::net::SocketAddr;
 use std::process::Output;
@@ -17,6 +18,17 @@ async fn start_clock() -> SocketAddr {
         ..clock_sse::Config::default()
     };
     tokio::spawn(clock_sse::run(listener, config, std::future::pending()));
+    addr
+}
+
+async fn start_chat() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(chat_sse::run(
+        listener,
+        chat_sse::Config::default(),
+        std::future::pending(),
+    ));
     addr
 }
 
@@ -90,6 +102,46 @@ async fn clock_spread_measures_every_tick() {
     assert_eq!(report["clients"]["connected"], 20);
     assert_eq!(report["tick_spread"]["samples"], 3);
     assert_eq!(report["incomplete_ticks"], 0);
+}
+
+/// `chat-fanout` posts each round and sees it reach every stream; messages posted before the
+/// run (the backlog every new stream receives first) are not counted as rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_fanout_reaches_every_stream() {
+    let addr = start_chat().await;
+    let url = format!("http://{addr}");
+    let earlier = [
+        "chat-fanout",
+        "--url",
+        &url,
+        "--clients",
+        "5",
+        "--rounds",
+        "2",
+    ];
+    assert!(loadgen(&earlier).await.status.success());
+    let output = loadgen(&[
+        "chat-fanout",
+        "--url",
+        &url,
+        "--clients",
+        "20",
+        "--rounds",
+        "3",
+        "--json",
+    ])
+    .await;
+    let report = json_report(&output);
+    assert_eq!(report["clients"]["connected"], 20);
+    assert_eq!(report["to_last_client"]["samples"], 3);
+    assert_eq!(report["to_every_client"]["samples"], 60);
+    assert_eq!(report["missed"], 0);
+    assert!(
+        report["loadgen_cpu_us_per_event"]
+            .as_f64()
+            .expect("CPU per event")
+            > 0.0
+    );
 }
 
 /// The table form names what was measured.
