@@ -46,6 +46,7 @@ const MAX_HEADERS: usize = 32;
 /// How many bytes of ready frames are gathered into one write.
 const BATCH_LIMIT: usize = 64 * 1024;
 
+// ANCHOR: sniff
 /// What the first bytes of a connection turned out to be.
 pub(crate) enum Sniffed {
     /// A request for an event stream, taken off the socket: the kit answers it.
@@ -117,6 +118,8 @@ fn stream_request(bytes: &[u8]) -> Option<(Request<RequestBody>, usize)> {
     Some((request.body(body).ok()?, length))
 }
 
+// ANCHOR_END: sniff
+
 fn mentions_event_stream(accept: &[u8]) -> bool {
     const EVENT_STREAM: &[u8] = b"text/event-stream";
     accept
@@ -124,6 +127,7 @@ fn mentions_event_stream(accept: &[u8]) -> bool {
         .any(|window| window.eq_ignore_ascii_case(EVENT_STREAM))
 }
 
+// ANCHOR: answer
 /// Answers a request taken by [`sniff`] with `handler`, on the socket itself.
 pub(crate) async fn answer<H, F>(
     mut stream: TcpStream,
@@ -145,22 +149,44 @@ where
     if !is_stream {
         return write_whole(stream, response, limits).await;
     }
-    let (parts, mut body) = response.into_parts();
-    let mut pending = head(parts.status, &parts.headers, "transfer-encoding: chunked");
+    let (parts, body) = response.into_parts();
+    let head = head(parts.status, &parts.headers, "transfer-encoding: chunked");
+    if write_stream(&stream, head, body, limits, shutdown).await? {
+        stream.shutdown().await?;
+    }
+    Ok(())
+}
+
+/// Writes `head`, then `body` in chunks as it comes; true if the body ended (the last chunk is
+/// written), false if the client went away first.
+async fn write_stream(
+    stream: &TcpStream,
+    mut pending: Vec<u8>,
+    mut body: Body,
+    limits: ConnectionLimits,
+    shutdown: &Shutdown,
+) -> io::Result<bool> {
+    // Made once, not once per event: each registers with something shared by every connection
+    // (the socket's readiness, the shutdown signal), and registering takes a lock.
+    let client_gone = client_gone(stream);
+    let stopping = shutdown.requested_owned();
+    tokio::pin!(client_gone, stopping);
     let mut ended = false;
     loop {
         // Whatever the stream has ready now goes out in this write, the head with it the
         // first time, so a burst of events costs one system call.
         ended = ended || gather(&mut body, &mut pending);
         if !pending.is_empty() {
-            write(&mut stream, &pending, limits.write_stall_timeout).await?;
+            write(stream, &pending, limits.write_stall_timeout).await?;
             // Dropped, not kept: an idle stream holds no write buffer.
             pending = Vec::new();
         }
         if ended {
-            return stream.shutdown().await;
+            return Ok(true);
         }
         tokio::select! {
+            // The body first: while events flow, nothing else is polled.
+            biased;
             frame = body.frame() => match frame {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
@@ -173,9 +199,9 @@ where
                 }
                 Some(Err(never)) => match never {},
             },
-            () = client_gone(&stream) => return Ok(()),
+            () = &mut client_gone => return Ok(false),
             // The kit's streams end themselves on shutdown; this bounds any other body.
-            () = shutdown.requested() => {
+            () = &mut stopping => {
                 if !gather(&mut body, &mut pending) {
                     pending.extend_from_slice(LAST_CHUNK);
                 }
@@ -184,6 +210,8 @@ where
         }
     }
 }
+
+// ANCHOR_END: answer
 
 /// Ends a chunked body.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
@@ -261,24 +289,30 @@ async fn write_whole(
     let framing = format!("content-length: {}\r\nconnection: close", body.len());
     let mut out = head(parts.status, &parts.headers, &framing);
     out.extend_from_slice(&body);
-    write(&mut stream, &out, limits.write_stall_timeout).await?;
+    write(&stream, &out, limits.write_stall_timeout).await?;
     stream.shutdown().await
 }
 
 /// Writes all of `bytes`, failing with `TimedOut` if the client accepts nothing for `limit`.
-async fn write(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> io::Result<()> {
+/// The timer exists only while the socket is full: most writes go straight through.
+async fn write(stream: &TcpStream, bytes: &[u8], limit: Duration) -> io::Result<()> {
     let mut written = 0;
     while written < bytes.len() {
-        match tokio::time::timeout(limit, stream.write(&bytes[written..])).await {
-            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(Ok(n)) => written += n,
-            Ok(Err(error)) => return Err(error),
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("the client accepted no data for {limit:?}"),
-                ));
+        match stream.try_write(&bytes[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                if tokio::time::timeout(limit, stream.writable())
+                    .await
+                    .is_err()
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the client accepted no data for {limit:?}"),
+                    ));
+                }
             }
+            Err(error) => return Err(error),
         }
     }
     Ok(())

@@ -93,9 +93,13 @@ impl Shutdown {
         self.token.cancelled().await;
     }
 
-    /// The same as [`requested`](Self::requested), as a future that owns its handle.
+    /// The same as [`requested`](Self::requested), as a future that owns its handle: for a
+    /// wait that lives as long as a connection (an event stream polls it for every event).
+    ///
+    /// It waits on a child of the signal, so that 10,000 streams polling it do not all take
+    /// the same lock: a clone of one token shares one mutex, a child has its own.
     pub fn requested_owned(&self) -> WaitForCancellationFutureOwned {
-        self.token.clone().cancelled_owned()
+        self.token.child_token().cancelled_owned()
     }
 
     /// Whether shutdown has begun.
