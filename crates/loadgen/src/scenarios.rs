@@ -75,8 +75,8 @@ where
     Ok((opened, tally))
 }
 
-/// Reports loadgen's CPU time per event received between two points of a run, each its
-/// [`Usage`] and the events counted by then.
+/// Reports loadgen's CPU time per event (an SSE event, a WebSocket message) received between
+/// two points of a run, each its [`Usage`] and the events counted by then.
 fn cpu_per_event(report: &mut Report, from: (Usage, u64), to: (Usage, u64)) {
     let events = to.1.saturating_sub(from.1);
     let cpu = to.0.cpu.saturating_sub(from.0.cpu);
@@ -86,7 +86,7 @@ fn cpu_per_event(report: &mut Report, from: (Usage, u64), to: (Usage, u64)) {
         "loadgen CPU / event",
         json!(micros),
         format!(
-            "{micros:.2} µs ({:.3} s for {events} events received while measuring)",
+            "{micros:.2} µs ({:.3} s for {events} received while measuring)",
             cpu.as_secs_f64()
         ),
     );
@@ -469,10 +469,13 @@ pub(crate) async fn ws_fanout(common: &Common, rounds: u64) -> realtime_kit::Res
     let mut report = Report::new("ws-fanout");
     let before = (server_usage(common)?, Usage::of(None)?);
     let fanout = Rounds::new(rounds);
+    let received = Arc::new(AtomicU64::new(0));
     let opened = open_ws(common, common.clients, |_, mut socket| {
         let fanout = fanout.clone();
+        let received = received.clone();
         async move {
             while let Some(Ok(message)) = socket.next().await {
+                received.fetch_add(1, Ordering::Relaxed);
                 if let Message::Text(text) = message {
                     fanout.arrived(&text, Instant::now());
                 }
@@ -485,7 +488,10 @@ pub(crate) async fn ws_fanout(common: &Common, rounds: u64) -> realtime_kit::Res
     let tcp = TcpStream::connect(crate::clients::target(&common.url).await?).await?;
     let (sender, _) =
         tokio_tungstenite::client_async_with_config(common.url.as_str(), tcp, Some(ws_config()))
-            .await?;
+            .await
+            .map_err(|error| {
+                format!("the sending client, one more than --clients, could not connect: {error}")
+            })?;
     let (mut outgoing, mut incoming) = sender.split();
     // The sender's own copies of the broadcast must be read too, or its socket backs up.
     let _reading = ClientTask(tokio::spawn(async move {
@@ -493,12 +499,14 @@ pub(crate) async fn ws_fanout(common: &Common, rounds: u64) -> realtime_kit::Res
     }));
     let progress = progress_bar(rounds, "rounds");
     let deadline = Instant::now() + common.deadline;
+    let measuring_from = (Usage::of(None)?, received.load(Ordering::Relaxed));
     for round in (0..rounds).take_while(|_| Instant::now() < deadline) {
         outgoing.send(Message::text(fanout.start(round))).await?;
         fanout.wait(round, connected).await;
         progress.inc(1);
     }
     progress.finish_and_clear();
+    let measured_to = (Usage::of(None)?, received.load(Ordering::Relaxed));
     let _ = outgoing.close().await;
     fanout.report(&mut report, connected);
     report.usage(
@@ -506,6 +514,7 @@ pub(crate) async fn ws_fanout(common: &Common, rounds: u64) -> realtime_kit::Res
         before.0.zip(server_usage(common)?),
         (before.1, Usage::of(None)?),
     );
+    cpu_per_event(&mut report, measuring_from, measured_to);
     drop(opened);
     Ok(report)
 }
