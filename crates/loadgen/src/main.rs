@@ -19,11 +19,14 @@
 //! so the report says which side was busier.
 
 mod clients;
+mod kernel_stamp;
 mod measure;
 mod scenarios;
 mod sse_client;
 
+use std::io::Write;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -72,6 +75,16 @@ pub(crate) struct Common {
     /// Print one JSON line instead of the table.
     #[arg(long, global = true)]
     json: bool,
+
+    /// Also append the one JSON line to this file (created if missing), whatever is printed.
+    #[arg(long, global = true)]
+    json_file: Option<PathBuf>,
+
+    /// SSE scenarios: request the stream without `Accept: text/event-stream`, as curl does.
+    /// The kit serves requests that carry it on its own direct path and the others through
+    /// hyper (see realtime-kit's direct.rs), so this measures hyper's path.
+    #[arg(long, global = true)]
+    plain: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,6 +170,15 @@ fn main() -> realtime_kit::Result<()> {
         };
         run.await
     })?;
+    if let Some(path) = &args.common.json_file {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+        writeln!(file, "{}", report.to_json())
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+    }
     if args.common.json {
         println!("{}", report.to_json());
     } else {

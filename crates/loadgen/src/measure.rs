@@ -93,6 +93,11 @@ impl Latencies {
     }
 }
 
+/// `cpu` spread over `count` things, in microseconds each; zero things count as one.
+pub(crate) fn micros_per(cpu: Duration, count: u64) -> f64 {
+    cpu.as_secs_f64() * 1e6 / count.max(1) as f64
+}
+
 /// The result of one run: rows for people, the same facts as one JSON object for scripts.
 pub(crate) struct Report {
     rows: Vec<(String, String)>,
@@ -157,6 +162,32 @@ impl Report {
         );
     }
 
+    /// The server's CPU time per delivery (one message reaching one client) over a measured
+    /// window: the figure that does not depend on how fast loadgen reads. `server` is the
+    /// server's usage right before the window and right after it; without `--server-pid` there
+    /// is none and no row. The kernel counts CPU time in clock ticks (10 ms), so the window
+    /// should hold at least a few hundred milliseconds of the server's work.
+    pub(crate) fn server_cpu_per_delivery(
+        &mut self,
+        server: Option<(Usage, Usage)>,
+        deliveries: u64,
+    ) {
+        let Some((before, after)) = server else {
+            return;
+        };
+        let cpu = after.cpu.saturating_sub(before.cpu);
+        let micros = micros_per(cpu, deliveries);
+        self.add(
+            "server_cpu_us_per_delivery",
+            "server CPU / delivery",
+            json!(micros),
+            format!(
+                "{micros:.3} µs ({:.2} s for {deliveries} deliveries while measuring)",
+                cpu.as_secs_f64()
+            ),
+        );
+    }
+
     pub(crate) fn to_json(&self) -> String {
         Value::Object(self.fields.clone()).to_string()
     }
@@ -174,5 +205,51 @@ impl fmt::Display for Report {
             writeln!(f, "{label:<width$}  {text}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(cpu_ms: u64) -> Usage {
+        Usage {
+            rss_kib: 0,
+            cpu: Duration::from_millis(cpu_ms),
+        }
+    }
+
+    /// Server CPU per delivery is the CPU used between the two readings over the deliveries,
+    /// in microseconds, and there is no row without a server to read.
+    #[test]
+    fn server_cpu_per_delivery_divides_the_window() {
+        let mut report = Report::new("test");
+        report.server_cpu_per_delivery(None, 10);
+        assert!(!report.to_json().contains("server_cpu_us_per_delivery"));
+        report.server_cpu_per_delivery(Some((usage(1_000), usage(1_030))), 20_000);
+        let json: Value = serde_json::from_str(&report.to_json()).expect("JSON");
+        let micros = json["server_cpu_us_per_delivery"]
+            .as_f64()
+            .expect("a number");
+        assert!((micros - 1.5).abs() < 1e-9, "{micros}");
+        assert!(
+            report
+                .to_string()
+                .contains("server CPU / delivery  1.500 µs")
+        );
+    }
+
+    /// No deliveries is no division by zero, and a clock that went back is no negative CPU.
+    #[test]
+    fn micros_per_handles_the_edges() {
+        assert_eq!(micros_per(Duration::from_millis(2), 0), 2000.0);
+        assert_eq!(micros_per(Duration::ZERO, 5), 0.0);
+        let mut report = Report::new("test");
+        report.server_cpu_per_delivery(Some((usage(50), usage(40))), 10);
+        assert!(
+            report
+                .to_json()
+                .contains("\"server_cpu_us_per_delivery\":0.0")
+        );
     }
 }

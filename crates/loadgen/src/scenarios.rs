@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
 use realtime_kit::client;
@@ -18,10 +18,12 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::Common;
 use crate::clients::{ClientTask, Opened, open_all, progress_bar};
-use crate::measure::{Latencies, Report, Usage};
+use crate::kernel_stamp::StampedStream;
+use crate::measure::{Latencies, Report, Usage, micros_per};
 use crate::sse_client::SseClient;
 
-type WebSocket = WebSocketStream<TcpStream>;
+/// A measuring client's WebSocket: its reads keep the kernel's arrival stamp.
+type WebSocket = WebSocketStream<StampedStream>;
 
 /// How long one fan-out round may take before the missing clients are counted as missed.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,7 +46,8 @@ struct SseTally {
 }
 
 /// Opens `common.clients` event streams on `url`. Each reads in its own task from the moment it
-/// opens, and passes every event to the handler `on_event(index)` made for it.
+/// opens, and passes every event, with the kernel's arrival stamp of its data, to the handler
+/// `on_event(index)` made for it.
 async fn open_sse<M, H>(
     common: &Common,
     url: &str,
@@ -52,20 +55,20 @@ async fn open_sse<M, H>(
 ) -> realtime_kit::Result<(Opened<ClientTask>, Arc<SseTally>)>
 where
     M: Fn(usize) -> H,
-    H: FnMut(MessageEvent) + Send + 'static,
+    H: FnMut(MessageEvent, Option<SystemTime>) + Send + 'static,
 {
     let tally = Arc::new(SseTally::default());
     let on_event = &on_event;
     let tally_ref = &tally;
     let opened = open_all(common, common.clients, |index, tcp| async move {
-        let client = SseClient::open(tcp, url).await?;
+        let client = SseClient::open(tcp, url, !common.plain).await?;
         let mut handle = on_event(index);
         let tally = tally_ref.clone();
         Ok(ClientTask(tokio::spawn(async move {
             let _ended = client
-                .run(|event| {
+                .run(|event, stamp| {
                     tally.events.fetch_add(1, Ordering::Relaxed);
-                    handle(event);
+                    handle(event, stamp);
                 })
                 .await;
             tally.ended.fetch_add(1, Ordering::Relaxed);
@@ -80,7 +83,7 @@ where
 fn cpu_per_event(report: &mut Report, from: (Usage, u64), to: (Usage, u64)) {
     let events = to.1.saturating_sub(from.1);
     let cpu = to.0.cpu.saturating_sub(from.0.cpu);
-    let micros = cpu.as_secs_f64() * 1e6 / events.max(1) as f64;
+    let micros = micros_per(cpu, events);
     report.add(
         "loadgen_cpu_us_per_event",
         "loadgen CPU / event",
@@ -113,8 +116,12 @@ where
     let url = common.url.as_str();
     let read = &read;
     open_all(common, count, |index, tcp| async move {
-        let (socket, _) =
-            tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config())).await?;
+        let (socket, _) = tokio_tungstenite::client_async_with_config(
+            url,
+            StampedStream::new(tcp),
+            Some(ws_config()),
+        )
+        .await?;
         Ok(ClientTask(tokio::spawn(read(index, socket))))
     })
     .await
@@ -182,7 +189,10 @@ async fn hold_idle(
 pub(crate) async fn sse_idle(common: &Common, hold: Duration) -> realtime_kit::Result<Report> {
     let mut report = Report::new("sse-idle");
     let before = (server_usage(common)?, Usage::of(None)?);
-    let (opened, tally) = open_sse(common, &common.url, |_| |_: MessageEvent| {}).await?;
+    let (opened, tally) = open_sse(common, &common.url, |_| {
+        |_: MessageEvent, _: Option<SystemTime>| {}
+    })
+    .await?;
     connections_row(&mut report, common.clients, &opened);
     hold_idle(
         common,
@@ -223,12 +233,61 @@ pub(crate) async fn ws_idle(common: &Common, hold: Duration) -> realtime_kit::Re
     .await
 }
 
-/// First and last arrival of one message (a tick, a post) across all clients.
+/// First and last arrival of one message (a tick, a post) across all clients: as loadgen read
+/// it, and as the kernel stamped it.
 #[derive(Debug, Clone, Copy)]
 struct Arrivals {
     first: Instant,
     last: Instant,
+    /// The earliest and the latest kernel stamp of the arrivals that had one. The kernel stamps
+    /// in the order the server wrote, loadgen reads in its own order, so these are a min and a max.
+    kernel: Option<(SystemTime, SystemTime)>,
     count: usize,
+}
+
+impl Arrivals {
+    /// The first arrival: read `now`, stamped `kernel`.
+    fn new(now: Instant, kernel: Option<SystemTime>) -> Self {
+        Self {
+            first: now,
+            last: now,
+            kernel: kernel.map(|stamp| (stamp, stamp)),
+            count: 1,
+        }
+    }
+
+    /// One more arrival, read `now` (after every earlier one), stamped `kernel`.
+    fn add(&mut self, now: Instant, kernel: Option<SystemTime>) {
+        self.last = now;
+        self.count += 1;
+        if let Some(stamp) = kernel {
+            self.kernel = Some(match self.kernel {
+                Some((earliest, latest)) => (earliest.min(stamp), latest.max(stamp)),
+                None => (stamp, stamp),
+            });
+        }
+    }
+
+    /// Records an arrival into `slot`: the first, or one more.
+    fn record(slot: &mut Option<Self>, now: Instant, kernel: Option<SystemTime>) {
+        match slot {
+            Some(arrivals) => arrivals.add(now, kernel),
+            None => *slot = Some(Self::new(now, kernel)),
+        }
+    }
+
+    /// From the earliest to the latest kernel stamp.
+    fn kernel_spread(&self) -> Option<Duration> {
+        let (earliest, latest) = self.kernel?;
+        latest.duration_since(earliest).ok()
+    }
+
+    /// From `sent` to the latest kernel stamp; `None` without stamps, or if the realtime clock
+    /// was set back in between.
+    fn kernel_since(&self, sent: SystemTime) -> Option<Duration> {
+        let (_, latest) = self.kernel?;
+        latest.duration_since(sent).ok()
+    }
 }
 
 /// `clock-spread`: for each tick, the time from the first to the last client receiving it.
@@ -238,23 +297,18 @@ pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::R
     let arrivals: Arc<Mutex<HashMap<u64, Arrivals>>> = Arc::default();
     let (opened, tally) = open_sse(common, &common.url, |_| {
         let arrivals = arrivals.clone();
-        move |event: MessageEvent| {
+        move |event: MessageEvent, stamp: Option<SystemTime>| {
             let now = Instant::now();
             let Ok(id) = event.last_event_id.parse::<u64>() else {
                 return;
             };
             let mut arrivals = arrivals.lock().expect("no panics while locked");
-            arrivals
-                .entry(id)
-                .and_modify(|tick| {
-                    tick.last = now;
-                    tick.count += 1;
-                })
-                .or_insert(Arrivals {
-                    first: now,
-                    last: now,
-                    count: 1,
-                });
+            match arrivals.get_mut(&id) {
+                Some(tick) => tick.add(now, stamp),
+                None => {
+                    arrivals.insert(id, Arrivals::new(now, stamp));
+                }
+            }
         }
     })
     .await?;
@@ -281,6 +335,7 @@ pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::R
     }
     let first = newest() + 1;
     let last = first + ticks - 1;
+    let server_from = server_usage(common)?;
     let measuring_from = (Usage::of(None)?, tally.events.load(Ordering::Relaxed));
     let progress = progress_bar(ticks, "ticks");
     while newest() <= last && Instant::now() < deadline {
@@ -291,7 +346,9 @@ pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::R
     tokio::time::sleep(ROUND_TIMEOUT.min(Duration::from_secs(1))).await;
     progress.finish_and_clear();
     let measured_to = (Usage::of(None)?, tally.events.load(Ordering::Relaxed));
+    let server_to = server_usage(common)?;
     let mut spread = Latencies::new();
+    let mut spread_kernel = Latencies::new();
     let mut incomplete = 0;
     for (_, tick) in arrivals
         .lock()
@@ -300,11 +357,19 @@ pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::R
         .filter(|(id, _)| (first..=last).contains(*id))
     {
         spread.record(tick.last - tick.first);
+        if let Some(kernel) = tick.kernel_spread() {
+            spread_kernel.record(kernel);
+        }
         if tick.count < connected {
             incomplete += 1;
         }
     }
     report.latencies("tick_spread", "tick spread", &spread);
+    report.latencies(
+        "tick_spread_kernel",
+        "tick spread (kernel stamp)",
+        &spread_kernel,
+    );
     report.add(
         "incomplete_ticks",
         "incomplete ticks",
@@ -317,6 +382,10 @@ pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::R
         (before.1, Usage::of(None)?),
     );
     cpu_per_event(&mut report, measuring_from, measured_to);
+    report.server_cpu_per_delivery(
+        server_from.zip(server_to),
+        measured_to.1.saturating_sub(measuring_from.1),
+    );
     drop(opened);
     Ok(report)
 }
@@ -332,8 +401,9 @@ struct Rounds {
 
 /// The times of every round, indexed by round number.
 struct RoundsState {
-    /// When each round was sent (`None`: not yet).
-    sent: Vec<Option<Instant>>,
+    /// When each round was sent (`None`: not yet), on loadgen's clock and on the realtime
+    /// clock the kernel stamps arrivals with.
+    sent: Vec<Option<(Instant, SystemTime)>>,
     /// Latency from send to each client's arrival, all rounds together.
     every: Latencies,
     /// First and last arrival of each round, and how many clients had it.
@@ -363,24 +433,19 @@ impl Rounds {
         round.parse().ok()
     }
 
-    /// Records an arrival if `text` carries one of this run's rounds.
-    fn arrived(&self, text: &str, now: Instant) {
+    /// Records an arrival if `text` carries one of this run's rounds: read `now`, stamped
+    /// `kernel` by the kernel.
+    fn arrived(&self, text: &str, now: Instant, kernel: Option<SystemTime>) {
         let Some(round) = self.round_of(text) else {
             return;
         };
         let mut state = self.lock();
-        let Some(Some(sent)) = state.sent.get(round).copied() else {
+        let Some(Some((sent, _))) = state.sent.get(round).copied() else {
             return;
         };
         state.every.record(now - sent);
         if let Some(slot) = state.last.get_mut(round) {
-            let arrivals = slot.get_or_insert(Arrivals {
-                first: now,
-                last: now,
-                count: 0,
-            });
-            arrivals.last = now;
-            arrivals.count += 1;
+            Arrivals::record(slot, now, kernel);
         }
     }
 
@@ -390,7 +455,7 @@ impl Rounds {
 
     /// Marks `round` as sent now and returns the text to send for it.
     fn start(&self, round: u64) -> String {
-        self.lock().sent[round as usize] = Some(Instant::now());
+        self.lock().sent[round as usize] = Some((Instant::now(), SystemTime::now()));
         format!("{}{round}-end", self.prefix)
     }
 
@@ -405,15 +470,24 @@ impl Rounds {
     fn report(&self, report: &mut Report, clients: usize) {
         let state = self.lock();
         let mut last = Latencies::new();
+        let mut last_kernel = Latencies::new();
         let mut missed = 0;
         for (sent, arrivals) in state.sent.iter().zip(state.last.iter()) {
-            let (Some(sent), Some(arrivals)) = (sent, arrivals) else {
+            let (Some((sent, sent_realtime)), Some(arrivals)) = (sent, arrivals) else {
                 continue;
             };
             last.record(arrivals.last - *sent);
+            if let Some(kernel) = arrivals.kernel_since(*sent_realtime) {
+                last_kernel.record(kernel);
+            }
             missed += clients.saturating_sub(arrivals.count);
         }
         report.latencies("to_last_client", "to the last client", &last);
+        report.latencies(
+            "to_last_client_kernel",
+            "to the last client (kernel stamp)",
+            &last_kernel,
+        );
         report.latencies("to_every_client", "to every client", &state.every);
         report.add(
             "missed",
@@ -432,13 +506,14 @@ pub(crate) async fn chat_fanout(common: &Common, rounds: u64) -> realtime_kit::R
     let fanout = Rounds::new(rounds);
     let (opened, tally) = open_sse(common, &format!("{base}/events"), |_| {
         let fanout = fanout.clone();
-        move |event: MessageEvent| fanout.arrived(&event.data, Instant::now())
+        move |event: MessageEvent, stamp| fanout.arrived(&event.data, Instant::now(), stamp)
     })
     .await?;
     connections_row(&mut report, common.clients, &opened);
     let connected = opened.clients.len();
     let post_url = format!("{base}/messages");
     let progress = progress_bar(rounds, "rounds");
+    let server_from = server_usage(common)?;
     let measuring_from = (Usage::of(None)?, tally.events.load(Ordering::Relaxed));
     let deadline = Instant::now() + common.deadline;
     for round in (0..rounds).take_while(|_| Instant::now() < deadline) {
@@ -453,6 +528,7 @@ pub(crate) async fn chat_fanout(common: &Common, rounds: u64) -> realtime_kit::R
     }
     progress.finish_and_clear();
     let measured_to = (Usage::of(None)?, tally.events.load(Ordering::Relaxed));
+    let server_to = server_usage(common)?;
     fanout.report(&mut report, connected);
     report.usage(
         connected,
@@ -460,6 +536,10 @@ pub(crate) async fn chat_fanout(common: &Common, rounds: u64) -> realtime_kit::R
         (before.1, Usage::of(None)?),
     );
     cpu_per_event(&mut report, measuring_from, measured_to);
+    report.server_cpu_per_delivery(
+        server_from.zip(server_to),
+        measured_to.1.saturating_sub(measuring_from.1),
+    );
     drop(opened);
     Ok(report)
 }
@@ -477,7 +557,8 @@ pub(crate) async fn ws_fanout(common: &Common, rounds: u64) -> realtime_kit::Res
             while let Some(Ok(message)) = socket.next().await {
                 received.fetch_add(1, Ordering::Relaxed);
                 if let Message::Text(text) = message {
-                    fanout.arrived(&text, Instant::now());
+                    let now = Instant::now();
+                    fanout.arrived(&text, now, socket.get_ref().last_stamp());
                 }
             }
         }
@@ -493,12 +574,19 @@ pub(crate) async fn ws_fanout(common: &Common, rounds: u64) -> realtime_kit::Res
                 format!("the sending client, one more than --clients, could not connect: {error}")
             })?;
     let (mut outgoing, mut incoming) = sender.split();
-    // The sender's own copies of the broadcast must be read too, or its socket backs up.
+    // The sender's own copies of the broadcast must be read too, or its socket backs up. They
+    // are deliveries the server makes, so the server's CPU per delivery counts them.
+    let echoes = Arc::new(AtomicU64::new(0));
+    let echoes_read = echoes.clone();
     let _reading = ClientTask(tokio::spawn(async move {
-        while let Some(Ok(_)) = incoming.next().await {}
+        while let Some(Ok(_)) = incoming.next().await {
+            echoes_read.fetch_add(1, Ordering::Relaxed);
+        }
     }));
     let progress = progress_bar(rounds, "rounds");
     let deadline = Instant::now() + common.deadline;
+    let server_from = server_usage(common)?;
+    let echoes_from = echoes.load(Ordering::Relaxed);
     let measuring_from = (Usage::of(None)?, received.load(Ordering::Relaxed));
     for round in (0..rounds).take_while(|_| Instant::now() < deadline) {
         outgoing.send(Message::text(fanout.start(round))).await?;
@@ -507,6 +595,8 @@ pub(crate) async fn ws_fanout(common: &Common, rounds: u64) -> realtime_kit::Res
     }
     progress.finish_and_clear();
     let measured_to = (Usage::of(None)?, received.load(Ordering::Relaxed));
+    let server_to = server_usage(common)?;
+    let echoes_to = echoes.load(Ordering::Relaxed);
     let _ = outgoing.close().await;
     fanout.report(&mut report, connected);
     report.usage(
@@ -515,6 +605,10 @@ pub(crate) async fn ws_fanout(common: &Common, rounds: u64) -> realtime_kit::Res
         (before.1, Usage::of(None)?),
     );
     cpu_per_event(&mut report, measuring_from, measured_to);
+    report.server_cpu_per_delivery(
+        server_from.zip(server_to),
+        measured_to.1.saturating_sub(measuring_from.1) + echoes_to.saturating_sub(echoes_from),
+    );
     drop(opened);
     Ok(report)
 }
@@ -599,17 +693,8 @@ pub(crate) async fn ws_throughput(
             delivered as f64 / elapsed
         ),
     );
-    let per_delivery = |cpu: Duration| cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64;
-    if let Some((before, after)) = server {
-        let micros = per_delivery(after.cpu.saturating_sub(before.cpu));
-        report.add(
-            "server_cpu_us_per_delivery",
-            "server CPU / delivery",
-            json!(micros),
-            format!("{micros:.3} µs"),
-        );
-    }
-    let micros = per_delivery(loadgen.1.cpu.saturating_sub(loadgen.0.cpu));
+    report.server_cpu_per_delivery(server, delivered);
+    let micros = micros_per(loadgen.1.cpu.saturating_sub(loadgen.0.cpu), delivered);
     report.add(
         "loadgen_cpu_us_per_delivery",
         "loadgen CPU / delivery",
@@ -619,4 +704,62 @@ pub(crate) async fn ws_throughput(
     report.usage(connected, server, loadgen);
     drop(opened);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kernel stamps come in any order: the spread is from the earliest to the latest, arrivals
+    /// without a stamp count but change neither, and the time to the last client is from the
+    /// send to the latest stamp.
+    #[test]
+    fn arrivals_keep_the_earliest_and_latest_kernel_stamp() {
+        let at = |millis| SystemTime::UNIX_EPOCH + Duration::from_millis(millis);
+        let read = Instant::now();
+        let mut slot = None;
+        Arrivals::record(&mut slot, read, Some(at(1_005)));
+        Arrivals::record(&mut slot, read, Some(at(1_002)));
+        Arrivals::record(&mut slot, read, None);
+        Arrivals::record(&mut slot, read + Duration::from_millis(9), Some(at(1_012)));
+        let arrivals = slot.expect("recorded");
+        assert_eq!(arrivals.count, 4);
+        assert_eq!(arrivals.last - arrivals.first, Duration::from_millis(9));
+        assert_eq!(arrivals.kernel_spread(), Some(Duration::from_millis(10)));
+        assert_eq!(
+            arrivals.kernel_since(at(1_000)),
+            Some(Duration::from_millis(12))
+        );
+        // A send stamped after the last arrival (the realtime clock set back): no figure.
+        assert_eq!(arrivals.kernel_since(at(2_000)), None);
+    }
+
+    /// Without any stamp there is no kernel figure, only loadgen's own.
+    #[test]
+    fn arrivals_without_stamps_have_no_kernel_figure() {
+        let mut slot = None;
+        Arrivals::record(&mut slot, Instant::now(), None);
+        let arrivals = slot.expect("recorded");
+        assert_eq!(arrivals.kernel_spread(), None);
+        assert_eq!(arrivals.kernel_since(SystemTime::UNIX_EPOCH), None);
+    }
+
+    /// A round's text is recognised by this run's prefix only, and an arrival of a round that
+    /// was sent counts for that round, with its kernel stamp.
+    #[test]
+    fn rounds_count_only_this_runs_messages() {
+        let rounds = Rounds::new(2);
+        let text = rounds.start(1);
+        assert_eq!(rounds.round_of(&text), Some(1));
+        assert_eq!(rounds.round_of("lg1x2-1-end"), None);
+        rounds.arrived(&text, Instant::now(), Some(SystemTime::now()));
+        rounds.arrived(&rounds.prefix.replace('-', "-0-end"), Instant::now(), None);
+        assert_eq!(rounds.count(1), 1);
+        assert_eq!(rounds.count(0), 0, "round 0 was never sent");
+        let mut report = Report::new("test");
+        rounds.report(&mut report, 1);
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("JSON");
+        assert_eq!(json["to_last_client"]["samples"], 1);
+        assert_eq!(json["to_last_client_kernel"]["samples"], 1);
+    }
 }

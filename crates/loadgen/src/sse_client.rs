@@ -4,7 +4,8 @@
 //! with `httparse`, de-chunks the body itself and feeds the bytes to the kit's [`SseParser`].
 //! A client owns its socket, its framing state and a parser, nothing else: no channel, no task
 //! besides the one reading it, not even a read buffer (see [`READ_BUFFER`]). An event costs one
-//! `read` on the socket and a call to the reader's handler, which stamps its arrival.
+//! `recvmsg` on the socket and a call to the reader's handler, which stamps its arrival; the
+//! read also carries the kernel's own arrival stamp of the data (see [`crate::kernel_stamp`]).
 //!
 //! The kit's `realtime_kit::client::EventStream` (a hyper client) does the same job for the
 //! tests and examples. loadgen shares the machine's cores with the server it measures, so every
@@ -13,12 +14,14 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
 
 use realtime_kit::parser::{MessageEvent, SseParser};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::kernel_stamp;
 
 /// Bytes read at a time. One tick or chat message is 100-300 bytes, so one read is one event;
 /// a burst (a chat backlog) takes several reads.
@@ -61,16 +64,27 @@ enum Body {
 impl SseClient {
     /// Sends `GET url` on `tcp` and reads the response head. Anything but `200` with
     /// `Content-Type: text/event-stream` and a body framing an endless stream can have is an error.
-    pub(crate) async fn open(mut tcp: TcpStream, url: &str) -> realtime_kit::Result<Self> {
+    /// `accept` sends `Accept: text/event-stream`, as a browser's `EventSource` does; without it
+    /// the request is what `curl` sends.
+    pub(crate) async fn open(
+        mut tcp: TcpStream,
+        url: &str,
+        accept: bool,
+    ) -> realtime_kit::Result<Self> {
         let uri: http::Uri = url.parse()?;
         let authority = uri
             .authority()
             .ok_or_else(|| format!("{url} has no host"))?;
         let target = uri.path_and_query().map_or("/", |target| target.as_str());
-        // Accept is what a browser's EventSource sends, and servers may route on it.
+        // Servers may route on Accept: the kit serves requests that carry it without hyper
+        // (realtime-kit's direct.rs), so `--plain` leaves it out to measure hyper's path.
+        let accept = if accept {
+            "Accept: text/event-stream\r\n"
+        } else {
+            ""
+        };
         let request = format!(
-            "GET {target} HTTP/1.1\r\nHost: {authority}\r\nAccept: text/event-stream\r\n\
-             Cache-Control: no-cache\r\n\r\n"
+            "GET {target} HTTP/1.1\r\nHost: {authority}\r\n{accept}Cache-Control: no-cache\r\n\r\n"
         );
         tcp.write_all(request.as_bytes()).await?;
         // The head is read into a buffer of the client's own: the shared one cannot be held
@@ -104,7 +118,8 @@ impl SseClient {
     }
 
     /// Reads the stream until it ends, calling `on_event` with each event as soon as the read
-    /// that completed it returns. Ends with `Ok` when the server ends the stream (the last chunk,
+    /// that completed it returns, and the kernel's arrival time of that read's data (`None` for
+    /// events that came with the response head, or when the socket has no stamps enabled). Ends with `Ok` when the server ends the stream (the last chunk,
     /// or closing a close-delimited body), with an error when the connection fails or the body
     /// is malformed.
     ///
@@ -116,10 +131,10 @@ impl SseClient {
     /// with the kit's hyper client; without the parser, 3.2-3.8 µs.
     pub(crate) async fn run(
         mut self,
-        mut on_event: impl FnMut(MessageEvent),
+        mut on_event: impl FnMut(MessageEvent, Option<SystemTime>),
     ) -> realtime_kit::Result<()> {
         let pending = std::mem::take(&mut self.pending);
-        if self.decode(&pending, &mut on_event)? {
+        if self.decode(&pending, &mut |event| on_event(event, None))? {
             return Ok(());
         }
         drop(pending);
@@ -131,12 +146,12 @@ impl SseClient {
     fn poll_read_events(
         &mut self,
         cx: &mut Context<'_>,
-        on_event: &mut impl FnMut(MessageEvent),
+        on_event: &mut impl FnMut(MessageEvent, Option<SystemTime>),
     ) -> Poll<realtime_kit::Result<()>> {
         READ_BUFFER.with_borrow_mut(|buffer| {
             loop {
                 let mut read = ReadBuf::new(buffer);
-                ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut read))?;
+                let stamp = ready!(kernel_stamp::poll_recv_stamped(&self.tcp, cx, &mut read))?;
                 if read.filled().is_empty() {
                     return Poll::Ready(match self.body {
                         Body::Chunked(_) => {
@@ -145,7 +160,7 @@ impl SseClient {
                         Body::UntilClose => Ok(()),
                     });
                 }
-                if self.decode(read.filled(), on_event)? {
+                if self.decode(read.filled(), &mut |event| on_event(event, stamp))? {
                     return Poll::Ready(Ok(()));
                 }
             }
@@ -489,15 +504,23 @@ mod tests {
     async fn read_stream(
         url: &str,
     ) -> realtime_kit::Result<(Vec<MessageEvent>, realtime_kit::Result<()>)> {
+        read_stream_asking(url, true).await
+    }
+
+    /// [`read_stream`], with or without `Accept: text/event-stream`.
+    async fn read_stream_asking(
+        url: &str,
+        accept: bool,
+    ) -> realtime_kit::Result<(Vec<MessageEvent>, realtime_kit::Result<()>)> {
         let read = async {
             let addr = url
                 .trim_start_matches("http://")
                 .split('/')
                 .next()
                 .unwrap_or_default();
-            let client = SseClient::open(TcpStream::connect(addr).await?, url).await?;
+            let client = SseClient::open(TcpStream::connect(addr).await?, url, accept).await?;
             let mut events = Vec::new();
-            let end = client.run(|event| events.push(event)).await;
+            let end = client.run(|event, _| events.push(event)).await;
             Ok((events, end))
         };
         tokio::time::timeout(Duration::from_secs(5), read)
@@ -509,29 +532,32 @@ mod tests {
         events.iter().map(|event| event.data.as_str()).collect()
     }
 
-    /// The request asks for an event stream, as a browser does, on the URL's path and query.
+    /// The request asks for an event stream, as a browser does, on the URL's path and query;
+    /// the plain request (`--plain`) is the same without `Accept`, as curl sends it.
     #[tokio::test]
     async fn request_asks_for_an_event_stream() {
-        let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n".to_vec();
-        let (url, server) = serve_once(vec![head]).await;
-        read_stream(&url)
-            .await
-            .expect("opened")
-            .1
-            .expect("clean end");
-        let request = server.await.expect("server");
-        let authority = url
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap_or_default();
-        assert_eq!(
-            request,
-            format!(
-                "GET /events?x=1 HTTP/1.1\r\nHost: {authority}\r\nAccept: text/event-stream\r\n\
-                 Cache-Control: no-cache\r\n\r\n"
-            )
-        );
+        for (accept, header) in [(true, "Accept: text/event-stream\r\n"), (false, "")] {
+            let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n".to_vec();
+            let (url, server) = serve_once(vec![head]).await;
+            read_stream_asking(&url, accept)
+                .await
+                .expect("opened")
+                .1
+                .expect("clean end");
+            let request = server.await.expect("server");
+            let authority = url
+                .trim_start_matches("http://")
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            assert_eq!(
+                request,
+                format!(
+                    "GET /events?x=1 HTTP/1.1\r\nHost: {authority}\r\n{header}\
+                     Cache-Control: no-cache\r\n\r\n"
+                )
+            );
+        }
     }
 
     /// Without Transfer-Encoding or Content-Length the body runs until the server closes, which

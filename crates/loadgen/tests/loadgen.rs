@@ -101,15 +101,23 @@ async fn clock_spread_measures_every_tick() {
     let report = json_report(&output);
     assert_eq!(report["clients"]["connected"], 20);
     assert_eq!(report["tick_spread"]["samples"], 3);
+    assert_eq!(report["tick_spread_kernel"]["samples"], 3);
     assert_eq!(report["incomplete_ticks"], 0);
 }
 
 /// `chat-fanout` posts each round and sees it reach every stream; messages posted before the
-/// run (the backlog every new stream receives first) are not counted as rounds.
+/// run (the backlog every new stream receives first) are not counted as rounds. Each round's
+/// time to the last client is also taken from the kernel's receive stamps, and with the
+/// server's PID (this test process) it reports the server's CPU per delivery. `--json-file`
+/// appends the same JSON line that is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_fanout_reaches_every_stream() {
     let addr = start_chat().await;
     let url = format!("http://{addr}");
+    let pid = std::process::id().to_string();
+    let json_file = std::env::temp_dir().join(format!("loadgen-test-{pid}.jsonl"));
+    let _ = std::fs::remove_file(&json_file);
+    let json_path = json_file.to_str().expect("a UTF-8 temporary path");
     let earlier = [
         "chat-fanout",
         "--url",
@@ -128,12 +136,21 @@ async fn chat_fanout_reaches_every_stream() {
         "20",
         "--rounds",
         "3",
+        "--server-pid",
+        &pid,
+        "--json-file",
+        json_path,
         "--json",
     ])
     .await;
     let report = json_report(&output);
+    let appended = std::fs::read_to_string(&json_file).expect("the JSON file");
+    let _ = std::fs::remove_file(&json_file);
+    assert_eq!(appended, String::from_utf8_lossy(&output.stdout));
     assert_eq!(report["clients"]["connected"], 20);
     assert_eq!(report["to_last_client"]["samples"], 3);
+    assert_eq!(report["to_last_client_kernel"]["samples"], 3);
+    assert!(report["server_cpu_us_per_delivery"].is_number());
     assert_eq!(report["to_every_client"]["samples"], 60);
     assert_eq!(report["missed"], 0);
     assert!(
@@ -169,4 +186,28 @@ async fn refuses_targets_off_loopback() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("only targets loopback"), "{stderr}");
     }
+}
+
+/// `--plain` requests the stream as curl does, without `Accept: text/event-stream`: the kit
+/// then serves it through hyper, and every stream still opens and reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_requests_are_served_too() {
+    let addr = start_clock().await;
+    let url = format!("http://{addr}/events");
+    let output = loadgen(&[
+        "clock-spread",
+        "--url",
+        &url,
+        "--clients",
+        "10",
+        "--ticks",
+        "2",
+        "--plain",
+        "--json",
+    ])
+    .await;
+    let report = json_report(&output);
+    assert_eq!(report["clients"]["connected"], 10);
+    assert_eq!(report["tick_spread"]["samples"], 2);
+    assert_eq!(report["incomplete_ticks"], 0);
 }
