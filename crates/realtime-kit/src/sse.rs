@@ -272,6 +272,7 @@ impl SseResponse {
             events: self.events,
             keep_alive: self.keep_alive,
             idle: Box::pin(tokio::time::sleep(self.keep_alive)),
+            last_write: Instant::now(),
             stopping: Box::pin(self.shutdown.requested_owned()),
             done: false,
         };
@@ -294,8 +295,12 @@ struct SseBody {
     first: Option<Bytes>,
     events: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
     keep_alive: Duration,
-    /// Fires when the stream has been silent for `keep_alive`; reset on every write.
+    /// Fires when the stream may have been silent for `keep_alive`. It is moved only when it
+    /// fires, not on every write: resetting a timer takes a lock in tokio's timer, and a stream
+    /// writes far more often than it falls silent.
     idle: Pin<Box<Sleep>>,
+    /// When the stream last wrote something; the timer checks it when it fires.
+    last_write: Instant,
     /// Resolves when the server shuts down.
     stopping: Pin<Box<WaitForCancellationFutureOwned>>,
     done: bool,
@@ -325,12 +330,20 @@ impl HttpBody for SseBody {
                 this.done = true;
                 return Poll::Ready(None);
             }
-            Poll::Pending => match this.idle.as_mut().poll(cx) {
-                Poll::Ready(()) => Bytes::from_static(KEEP_ALIVE_COMMENT),
-                Poll::Pending => return Poll::Pending,
+            Poll::Pending => loop {
+                if this.idle.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let silent_until = this.last_write + this.keep_alive;
+                if silent_until <= Instant::now() {
+                    this.idle.as_mut().reset(Instant::now() + this.keep_alive);
+                    break Bytes::from_static(KEEP_ALIVE_COMMENT);
+                }
+                // Something was written since the timer was set: wait out the rest.
+                this.idle.as_mut().reset(silent_until);
             },
         };
-        this.idle.as_mut().reset(Instant::now() + this.keep_alive);
+        this.last_write = Instant::now();
         Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
 
@@ -431,5 +444,41 @@ mod tests {
     fn trailing_newline_round_trips() {
         let events = SseParser::new().feed(&Event::new().data("a\n").encode());
         assert_eq!(events[0].data, "a\n");
+    }
+
+    /// The keep-alive comment comes only after `keep_alive` of silence, counted from the last
+    /// write: events in between push it back, though its timer is not reset on each of them.
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_counts_silence_from_the_last_write() {
+        use http_body_util::BodyExt;
+        let (send, events) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        let events = futures_util::stream::unfold(events, |mut events| async move {
+            events.recv().await.map(|event| (event, events))
+        });
+        let body = SseResponse::new(events, &Shutdown::new())
+            .keep_alive(Duration::from_secs(10))
+            .into_response()
+            .into_body();
+        tokio::pin!(body);
+        let started = Instant::now();
+        let mut next = async || {
+            let frame = body.frame().await.expect("a frame").expect("infallible");
+            (frame.into_data().expect("data"), started.elapsed())
+        };
+        let event = Event::new().data("x").encode();
+        for at in [3, 6, 9, 12] {
+            let send = send.clone();
+            let event = event.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(started + Duration::from_secs(at)).await;
+                let _ = send.send(event);
+            });
+        }
+        for at in [3, 6, 9, 12] {
+            assert_eq!(next().await, (event.clone(), Duration::from_secs(at)));
+        }
+        let comment = Bytes::from_static(KEEP_ALIVE_COMMENT);
+        assert_eq!(next().await, (comment.clone(), Duration::from_secs(22)));
+        assert_eq!(next().await, (comment, Duration::from_secs(32)));
     }
 }
