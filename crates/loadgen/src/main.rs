@@ -14,9 +14,12 @@
 //! Every run is bounded: a number of clients, a number of rounds or seconds, and a deadline
 //! (`--deadline`, default 120 s) after which it reports what it has and exits. It targets
 //! loopback addresses only, closes every connection before it exits, and prints a summary table
-//! (or one JSON line with `--json`). With `--server-pid` it also reports the server's memory
-//! (RSS) per connection and CPU time, next to its own CPU time: both share this machine's cores,
-//! so the report says which side was busier.
+//! (or one JSON line with `--json`; `--json-file PATH` appends that line to a file as well).
+//! With `--server-pid` it also reports the server's memory (RSS) per connection and CPU time,
+//! next to its own CPU time: both share this machine's cores, so the report says which side was
+//! busier. For the fan-out scenarios it adds the server's CPU per delivery, and each arrival is
+//! timed twice: when loadgen read it, and when the kernel received it (`(kernel stamp)` rows),
+//! which does not wait for loadgen's one thread to get to that client.
 
 mod clients;
 mod kernel_stamp;

@@ -95,6 +95,23 @@ fn cpu_per_event(report: &mut Report, from: (Usage, u64), to: (Usage, u64)) {
     );
 }
 
+/// Waits until `received` stops growing (two readings 20 ms apart agree), for at most two
+/// seconds: what the server sends on its own as clients join (a chat's join notices, a room's
+/// presence) must be delivered before a measured window starts, or the window holds the tail
+/// of that work and counts its deliveries against the rounds.
+async fn settle(received: impl Fn() -> u64) {
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut seen = received();
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = received();
+        if now == seen {
+            return;
+        }
+        seen = now;
+    }
+}
+
 /// Client-side limits like the server's: a small read buffer keeps 10,000 clients cheap.
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -513,6 +530,7 @@ pub(crate) async fn chat_fanout(common: &Common, rounds: u64) -> realtime_kit::R
     let connected = opened.clients.len();
     let post_url = format!("{base}/messages");
     let progress = progress_bar(rounds, "rounds");
+    settle(|| tally.events.load(Ordering::Relaxed)).await;
     let server_from = server_usage(common)?;
     let measuring_from = (Usage::of(None)?, tally.events.load(Ordering::Relaxed));
     let deadline = Instant::now() + common.deadline;
@@ -585,6 +603,7 @@ pub(crate) async fn ws_fanout(common: &Common, rounds: u64) -> realtime_kit::Res
     }));
     let progress = progress_bar(rounds, "rounds");
     let deadline = Instant::now() + common.deadline;
+    settle(|| received.load(Ordering::Relaxed) + echoes.load(Ordering::Relaxed)).await;
     let server_from = server_usage(common)?;
     let echoes_from = echoes.load(Ordering::Relaxed);
     let measuring_from = (Usage::of(None)?, received.load(Ordering::Relaxed));
