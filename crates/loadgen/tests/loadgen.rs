@@ -32,6 +32,17 @@ async fn start_chat() -> SocketAddr {
     addr
 }
 
+async fn start_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(echo_ws::run(
+        listener,
+        echo_ws::Config::default(),
+        std::future::pending(),
+    ));
+    addr
+}
+
 async fn loadgen(args: &[&str]) -> Output {
     let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(args)
@@ -210,4 +221,32 @@ async fn plain_requests_are_served_too() {
     assert_eq!(report["clients"]["connected"], 10);
     assert_eq!(report["tick_spread"]["samples"], 2);
     assert_eq!(report["incomplete_ticks"], 0);
+}
+
+/// `ws-fanout` sees every round reach every WebSocket client, timed by loadgen's reads and by
+/// the kernel's receive stamps, and reports the server's CPU per delivery given its PID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_fanout_reaches_every_client() {
+    let addr = start_echo().await;
+    let url = format!("ws://{addr}/ws");
+    let pid = std::process::id().to_string();
+    let output = loadgen(&[
+        "ws-fanout",
+        "--url",
+        &url,
+        "--clients",
+        "20",
+        "--rounds",
+        "3",
+        "--server-pid",
+        &pid,
+        "--json",
+    ])
+    .await;
+    let report = json_report(&output);
+    assert_eq!(report["clients"]["connected"], 20);
+    assert_eq!(report["to_last_client"]["samples"], 3);
+    assert_eq!(report["to_last_client_kernel"]["samples"], 3);
+    assert_eq!(report["missed"], 0);
+    assert!(report["server_cpu_us_per_delivery"].is_number());
 }
