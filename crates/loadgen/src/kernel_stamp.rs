@@ -146,7 +146,9 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// A read of a stamped socket carries the kernel's arrival time: after the write that sent
-    /// the data, and no later than the read.
+    /// the data, and no later than the read. Linux turns packet stamping on lazily (a deferred
+    /// static key) when the first socket asks for it, so the first packets may come unstamped:
+    /// the test writes until a read carries a stamp.
     #[tokio::test]
     async fn reads_carry_the_arrival_time() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -157,16 +159,22 @@ mod tests {
         enable(&client).expect("SO_TIMESTAMPNS");
         let mut client = StampedStream::new(client);
         assert_eq!(client.last_stamp(), None);
-        let before_write = SystemTime::now();
-        server.write_all(b"hello").await.expect("write");
-        let mut buffer = [0; 16];
-        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buffer))
-            .await
-            .expect("read in time")
-            .expect("read");
-        let after_read = SystemTime::now();
-        assert_eq!(&buffer[..read], b"hello");
-        let stamp = client.last_stamp().expect("a kernel stamp");
+        let stamped = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let before_write = SystemTime::now();
+                server.write_all(b"hello").await.expect("write");
+                let mut buffer = [0; 16];
+                let read = client.read(&mut buffer).await.expect("read");
+                let after_read = SystemTime::now();
+                assert_eq!(&buffer[..read], b"hello");
+                if let Some(stamp) = client.last_stamp() {
+                    return (before_write, stamp, after_read);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let (before_write, stamp, after_read) = stamped.expect("a read carried a kernel stamp");
         assert!(before_write <= stamp && stamp <= after_read, "{stamp:?}");
     }
 

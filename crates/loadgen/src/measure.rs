@@ -188,6 +188,24 @@ impl Report {
         );
     }
 
+    /// The kernel's slab growth while `connections` were opened and held. Both ends of each
+    /// connection are sockets on this machine, so the growth is divided by twice the count. It
+    /// is machine-wide: anything else running meanwhile blurs it.
+    pub(crate) fn kernel_slab(&mut self, connections: usize, before_kib: u64, after_kib: u64) {
+        let grown = after_kib.saturating_sub(before_kib);
+        let per_socket = grown as f64 / (2 * connections.max(1)) as f64;
+        self.add(
+            "kernel_slab_kib",
+            "kernel slab",
+            json!({ "before": before_kib, "after": after_kib, "per_socket": per_socket }),
+            format!(
+                "+{:.1} MiB for {} sockets (both ends): {per_socket:.2} KiB per socket",
+                grown as f64 / 1024.0,
+                2 * connections
+            ),
+        );
+    }
+
     pub(crate) fn to_json(&self) -> String {
         Value::Object(self.fields.clone()).to_string()
     }
@@ -206,6 +224,20 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// The kernel's slab memory (`Slab:` in /proc/meminfo), in KiB: where it keeps sockets, among
+/// much else. `None` where /proc/meminfo cannot be read.
+pub(crate) fn kernel_slab_kib() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("Slab:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

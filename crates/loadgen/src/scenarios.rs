@@ -178,7 +178,8 @@ async fn hold_idle(
     clients: Vec<ClientTask>,
     closed: &AtomicUsize,
     mut report: Report,
-    before: (Option<Usage>, Usage),
+    // The server's and loadgen's usage, and the kernel's slab, before the clients opened.
+    before: (Option<Usage>, Usage, Option<u64>),
 ) -> realtime_kit::Result<Report> {
     let connected = clients.len();
     let hold = hold.min(common.deadline);
@@ -191,6 +192,9 @@ async fn hold_idle(
     progress.finish_and_clear();
     let server = before.0.zip(server_usage(common)?);
     report.usage(connected, server, (before.1, Usage::of(None)?));
+    if let Some((before, after)) = before.2.zip(crate::measure::kernel_slab_kib()) {
+        report.kernel_slab(connected, before, after);
+    }
     let dropped = closed.load(Ordering::Relaxed);
     report.add(
         "closed_by_server",
@@ -205,7 +209,11 @@ async fn hold_idle(
 /// `sse-idle`: hold N streams; the server's RSS growth divided by N is its memory per stream.
 pub(crate) async fn sse_idle(common: &Common, hold: Duration) -> realtime_kit::Result<Report> {
     let mut report = Report::new("sse-idle");
-    let before = (server_usage(common)?, Usage::of(None)?);
+    let before = (
+        server_usage(common)?,
+        Usage::of(None)?,
+        crate::measure::kernel_slab_kib(),
+    );
     let (opened, tally) = open_sse(common, &common.url, |_| {
         |_: MessageEvent, _: Option<SystemTime>| {}
     })
@@ -226,7 +234,11 @@ pub(crate) async fn sse_idle(common: &Common, hold: Duration) -> realtime_kit::R
 /// `ws-idle`: hold N WebSockets; the server's RSS growth divided by N is its memory per socket.
 pub(crate) async fn ws_idle(common: &Common, hold: Duration) -> realtime_kit::Result<Report> {
     let mut report = Report::new("ws-idle");
-    let before = (server_usage(common)?, Usage::of(None)?);
+    let before = (
+        server_usage(common)?,
+        Usage::of(None)?,
+        crate::measure::kernel_slab_kib(),
+    );
     let closed = Arc::new(AtomicUsize::new(0));
     let opened = open_ws(common, common.clients, |_, mut socket| {
         let closed = closed.clone();

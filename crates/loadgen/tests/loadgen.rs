@@ -90,6 +90,13 @@ async fn sse_idle_holds_every_stream_and_reports_memory() {
     assert_eq!(report["clients"]["failed"], 0);
     assert_eq!(report["closed_by_server"], 0);
     assert!(report["server_rss_kib"]["after"].as_u64().expect("RSS") > 0);
+    assert!(
+        report["kernel_slab_kib"]["after"]
+            .as_u64()
+            .expect("the kernel's slab")
+            > 0,
+        "{report}"
+    );
     assert!(report["loadgen_cpu_s"].is_number());
 }
 
