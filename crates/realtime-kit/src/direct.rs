@@ -20,10 +20,13 @@
 //!
 //! Run the tests with `cargo test -p realtime-kit --test direct_stream`.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::io::Write as _;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,7 +34,7 @@ use futures_util::FutureExt;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::server::{Body, ConnectionLimits, RequestBody, Shutdown};
@@ -57,22 +60,51 @@ pub(crate) enum Sniffed {
     Nothing,
 }
 
+thread_local! {
+    /// Where a worker thread looks at connections' first bytes. One buffer per thread, not per
+    /// connection: it is only borrowed inside a single poll, never across an `.await`.
+    static HEAD: RefCell<[u8; PEEK_LIMIT]> = const { RefCell::new([0; PEEK_LIMIT]) };
+}
+
 /// Waits (at most `header_read_timeout`) for the first bytes of `stream` and looks at them
 /// without reading them; takes them off the socket only if they are a request for a stream.
 pub(crate) async fn sniff(stream: &mut TcpStream, header_read_timeout: Duration) -> Sniffed {
-    // Lives only until the decision: an open stream keeps no read buffer at all.
-    let mut head = vec![0; PEEK_LIMIT];
-    let peeked = match tokio::time::timeout(header_read_timeout, stream.peek(&mut head)).await {
-        Ok(Ok(peeked)) if peeked > 0 => peeked,
-        _ => return Sniffed::Nothing,
+    let look = std::future::poll_fn(|cx| {
+        HEAD.with_borrow_mut(|head| {
+            let mut peeked = ReadBuf::new(head);
+            match stream.poll_peek(cx, &mut peeked) {
+                Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(None),
+                Poll::Ready(Ok(_)) => Poll::Ready(Some(stream_request(peeked.filled()))),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+    });
+    let (request, mut length) = match tokio::time::timeout(header_read_timeout, look).await {
+        Ok(Some(Some(taken))) => taken,
+        Ok(Some(None)) => return Sniffed::Other,
+        Ok(None) | Err(_) => return Sniffed::Nothing,
     };
-    let Some((request, length)) = stream_request(&head[..peeked]) else {
-        return Sniffed::Other;
-    };
-    // Those bytes are already in the socket's receive queue: reading them cannot wait.
-    match stream.read_exact(&mut head[..length]).await {
-        Ok(_) => Sniffed::Stream(Box::new(request)),
-        Err(_) => Sniffed::Nothing,
+    // Take the head off the socket. Those bytes are already in its receive queue, so this
+    // does not wait for the client.
+    let consumed = std::future::poll_fn(|cx| {
+        HEAD.with_borrow_mut(|head| {
+            while length > 0 {
+                let mut read = ReadBuf::new(&mut head[..length]);
+                match Pin::new(&mut *stream).poll_read(cx, &mut read) {
+                    Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                        length -= read.filled().len();
+                    }
+                    Poll::Ready(_) => return Poll::Ready(false),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Poll::Ready(true)
+        })
+    });
+    if consumed.await {
+        Sniffed::Stream(Box::new(request))
+    } else {
+        Sniffed::Nothing
     }
 }
 

@@ -227,9 +227,7 @@ async fn serve_connection<H, F>(
                     .max(Duration::from_millis(1)),
                 ..limits
             };
-            // Boxed: hyper's connection state is large, and a task on the direct path should
-            // not carry room for it.
-            Box::pin(serve_with_hyper(stream, limits, handler, shutdown)).await;
+            serve_with_hyper(stream, limits, handler, shutdown).await;
         }
     }
 }
