@@ -40,7 +40,7 @@ use crate::direct::{self, Sniffed};
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// The body type of every request a handler gets: hyper's incoming body, boxed, so that a
-/// request the kit parsed itself (see [`crate::direct`]) has the same type.
+/// request the kit parsed itself (its direct path for event streams) has the same type.
 pub type RequestBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
 /// How long [`serve`] waits, after the shutdown signal, for connections and tasks to finish.
