@@ -21,11 +21,7 @@ impl Usage {
     pub(crate) fn of(pid: Option<u32>) -> std::io::Result<Self> {
         let dir = pid.map_or_else(|| "/proc/self".to_owned(), |pid| format!("/proc/{pid}"));
         let status = std::fs::read_to_string(format!("{dir}/status"))?;
-        let rss_kib = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0);
+        let rss_kib = kib_field(&status, "VmRSS:").unwrap_or(0);
         // Fields 14 and 15 (utime, stime) in clock ticks; count from after the command name,
         // which is in parentheses and may contain spaces.
         let stat = std::fs::read_to_string(format!("{dir}/stat"))?;
@@ -229,10 +225,13 @@ impl fmt::Display for Report {
 /// The kernel's slab memory (`Slab:` in /proc/meminfo), in KiB: where it keeps sockets, among
 /// much else. `None` where /proc/meminfo cannot be read.
 pub(crate) fn kernel_slab_kib() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("Slab:"))?
+    kib_field(&std::fs::read_to_string("/proc/meminfo").ok()?, "Slab:")
+}
+
+/// The value of a `Name:   1234 kB` line, as /proc's status and meminfo files write them.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name))?
         .trim()
         .trim_end_matches("kB")
         .trim()
