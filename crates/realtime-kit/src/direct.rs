@@ -198,8 +198,8 @@ async fn write_stream(
     limits: ConnectionLimits,
     shutdown: &Shutdown,
 ) -> io::Result<bool> {
-    // Made once, not once per event: each registers with something shared by every connection
-    // (the socket's readiness, the shutdown signal), and registering takes a lock.
+    // Made once, not once per event: each registers a waker (with the socket's readiness, with
+    // the shutdown signal), and registering takes a lock.
     let client_gone = client_gone(stream);
     let stopping = shutdown.requested_owned();
     tokio::pin!(client_gone, stopping);
