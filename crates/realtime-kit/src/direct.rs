@@ -34,6 +34,7 @@ use futures_util::FutureExt;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Frame;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -219,18 +220,7 @@ async fn write_stream(
         tokio::select! {
             // The body first: while events flow, nothing else is polled.
             biased;
-            frame = body.frame() => match frame {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        chunk(&mut pending, &data);
-                    }
-                }
-                None => {
-                    pending.extend_from_slice(LAST_CHUNK);
-                    ended = true;
-                }
-                Some(Err(never)) => match never {},
-            },
+            frame = body.frame() => ended = append(frame, &mut pending),
             () = &mut client_gone => return Ok(false),
             // The kit's streams end themselves on shutdown; this bounds any other body.
             () = &mut stopping => {
@@ -254,19 +244,32 @@ fn gather(body: &mut Body, pending: &mut Vec<u8>) -> bool {
     while pending.len() < BATCH_LIMIT {
         match body.frame().now_or_never() {
             None => return false,
-            Some(None) => {
-                pending.extend_from_slice(LAST_CHUNK);
-                return true;
-            }
-            Some(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    chunk(pending, &data);
+            Some(frame) => {
+                if append(frame, pending) {
+                    return true;
                 }
             }
-            Some(Some(Err(never))) => match never {},
         }
     }
     false
+}
+
+/// Appends what the body gave: a frame's data as a chunk, or the last chunk when the body has
+/// ended (then true).
+fn append(frame: Option<Result<Frame<Bytes>, Infallible>>, pending: &mut Vec<u8>) -> bool {
+    match frame {
+        Some(Ok(frame)) => {
+            if let Ok(data) = frame.into_data() {
+                chunk(pending, &data);
+            }
+            false
+        }
+        Some(Err(never)) => match never {},
+        None => {
+            pending.extend_from_slice(LAST_CHUNK);
+            true
+        }
+    }
 }
 
 /// Appends `data` as one chunk: its length in hex, CRLF, the bytes, CRLF.
