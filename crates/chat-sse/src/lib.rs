@@ -39,7 +39,7 @@ use futures_util::Stream;
 use http::{Method, Request, Response, StatusCode, header};
 use realtime_kit::request::{self, Cors};
 use realtime_kit::sse::{self, Event, MAX_EVENT_ID, SseResponse};
-use realtime_kit::{Body, Gauge, GaugeGuard, RequestBody, Shutdown, respond};
+use realtime_kit::{Body, Gauge, GaugeGuard, RequestBody, ServerOptions, Shutdown, respond};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -77,6 +77,9 @@ pub struct Config {
     pub keep_alive: Duration,
     /// Which other origins' pages may post and listen; by default none (same-origin only).
     pub cors: Cors,
+    /// The server's limits (the body deadline among them) and the host names it answers
+    /// (`--allow-host`).
+    pub server: ServerOptions,
 }
 
 impl Default for Config {
@@ -88,6 +91,7 @@ impl Default for Config {
             retry: Duration::from_secs(3),
             keep_alive: sse::DEFAULT_KEEP_ALIVE,
             cors: Cors::same_origin_only(),
+            server: ServerOptions::default(),
         }
     }
 }
@@ -97,15 +101,22 @@ impl Default for Config {
 /// returns.
 pub async fn run(listener: TcpListener, config: Config, shutdown_signal: impl Future<Output = ()>) {
     let shutdown = Shutdown::new();
+    let options = config.server.clone();
     let app = Arc::new(App {
         room: ChatRoom::new(&config),
         config,
         shutdown: shutdown.clone(),
     });
-    realtime_kit::serve(listener, shutdown_signal, shutdown, move |request| {
-        let app = app.clone();
-        async move { app.handle(request).await }
-    })
+    realtime_kit::serve_with(
+        options,
+        listener,
+        shutdown_signal,
+        shutdown,
+        move |request| {
+            let app = app.clone();
+            async move { app.handle(request).await }
+        },
+    )
     .await;
 }
 // ANCHOR_END: run
@@ -282,7 +293,11 @@ impl NewMessage {
                 "`user` is {user_chars} characters long; the limit is {MAX_USER_CHARS}"
             ));
         }
-        if user.chars().any(char::is_control) {
+        // U+2028 and U+2029 are not control characters, but they are line breaks.
+        if user
+            .chars()
+            .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+        {
             return Err("`user` must be one line of text, without control characters".to_owned());
         }
         if self.text.trim().is_empty() {

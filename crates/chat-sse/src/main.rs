@@ -41,6 +41,7 @@ async fn main() -> realtime_kit::Result<()> {
     let args = Args::parse();
     config::init_tracing();
     let cors = Cors::allow(&args.allow_origins)?;
+    let server = args.listen.server_options()?;
     let listener = config::listen("chat-sse", chat_sse::DEFAULT_PORT, &args.listen).await?;
     let chat = chat_sse::Config {
         history: args.history as usize,
@@ -48,6 +49,7 @@ async fn main() -> realtime_kit::Result<()> {
         max_lag: args.max_lag as usize,
         retry: Duration::from_millis(args.retry_ms),
         cors,
+        server,
         ..chat_sse::Config::default()
     };
     chat_sse::run(listener, chat, config::shutdown_signal()).await;

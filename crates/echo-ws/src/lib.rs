@@ -39,7 +39,7 @@ use askama::Template;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::ws::{self, Beat, Heartbeat, Limits, OriginPolicy, WebSocket};
-use realtime_kit::{Body, Gauge, RequestBody, Shutdown, respond};
+use realtime_kit::{Body, Gauge, GaugeGuard, RequestBody, ServerOptions, Shutdown, respond};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -78,8 +78,12 @@ pub struct Config {
     /// closing a client over; this ring is shared too, so it bounds memory the same way.
     pub presence_backlog: usize,
     /// Most clients in the room at once; the next one gets `503`. Each costs a file descriptor
-    /// and a few KB (see the book), so the limit keeps the server inside its budget.
+    /// and a few KB (see the book), so the limit keeps the server inside its budget. A place
+    /// is reserved before the `101` is sent, so the limit holds however many handshakes
+    /// arrive at once.
     pub max_clients: usize,
+    /// The server's limits and the host names it answers (`--allow-host`).
+    pub server: ServerOptions,
 }
 
 impl Default for Config {
@@ -102,6 +106,7 @@ impl Default for Config {
             backlog: 128,
             presence_backlog: 64,
             max_clients: 10_000,
+            server: ServerOptions::default(),
         }
     }
 }
@@ -111,16 +116,23 @@ impl Default for Config {
 /// socket receives Close 1001 (going away) and `run` returns.
 pub async fn run(listener: TcpListener, config: Config, shutdown_signal: impl Future<Output = ()>) {
     let shutdown = Shutdown::new();
+    let options = config.server.clone();
     let app = Arc::new(App {
         room: Room::new(config.backlog, config.presence_backlog, &shutdown),
         echo_sockets: Gauge::new(),
         config,
         shutdown: shutdown.clone(),
     });
-    realtime_kit::serve(listener, shutdown_signal, shutdown, move |request| {
-        let app = app.clone();
-        async move { app.handle(request) }
-    })
+    realtime_kit::serve_with(
+        options,
+        listener,
+        shutdown_signal,
+        shutdown,
+        move |request| {
+            let app = app.clone();
+            async move { app.handle(request) }
+        },
+    )
     .await;
 }
 
@@ -162,9 +174,16 @@ impl App {
     }
     // ANCHOR_END: routes
 
-    /// `GET /ws`: refuses a full room, then upgrades and runs a room session.
+    // ANCHOR: join_room
+    /// `GET /ws`: reserves a place in the room, then upgrades and runs a room session.
+    ///
+    /// The place is taken before the `101` is sent, in one atomic step, and the guard moves
+    /// into the session: checking the count here and counting the client later, in the
+    /// session, let every handshake that arrived in between through (60 at once against a limit
+    /// of 20 got up to 60 `101`s). If the handshake is refused or the client leaves before the
+    /// upgrade, the closure and the guard in it are dropped, and the place is free again.
     fn join_room(self: &Arc<Self>, request: Request<RequestBody>) -> Response<Body> {
-        if self.room.clients.get() >= self.config.max_clients {
+        let Some(place) = self.room.clients.try_enter(self.config.max_clients) else {
             return respond::error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
@@ -172,16 +191,17 @@ impl App {
                     self.config.max_clients
                 ),
             );
-        }
+        };
         let app = self.clone();
         ws::upgrade(
             request,
             &self.config.origins,
             self.config.room_limits,
             &self.shutdown,
-            move |socket| room_session(socket, app),
+            move |socket| room_session(socket, place, app),
         )
     }
+    // ANCHOR_END: join_room
 
     fn stats(&self) -> Stats {
         Stats {
@@ -405,14 +425,17 @@ async fn announce(
 /// connection, so the copy would cost every idle client that much; an `async move` block that
 /// only borrows the socket keeps one.
 #[expect(clippy::manual_async_fn, reason = "keeps one copy of the socket")]
-fn room_session(mut socket: WebSocket, app: Arc<App>) -> impl Future<Output = ()> + Send {
+fn room_session(
+    mut socket: WebSocket,
+    place: GaugeGuard,
+    app: Arc<App>,
+) -> impl Future<Output = ()> + Send {
     async move {
         let room = &app.room;
         let client = room.next_client.fetch_add(1, Ordering::Relaxed);
         // Subscribe before announcing, so that the client's own join is in its stream.
         let mut messages = room.published.subscribe();
         let mut notices = room.presence.subscribe();
-        let counted = room.clients.enter();
         let welcome = RoomEvent::Welcome {
             client,
             clients: room.clients.get(),
@@ -429,7 +452,7 @@ fn room_session(mut socket: WebSocket, app: Arc<App>) -> impl Future<Output = ()
                 converse(&mut socket, client, &mut messages, &mut notices, &app).await
             }
         };
-        drop(counted);
+        drop(place);
         room.announce(&RoomEvent::Leave {
             client,
             clients: room.clients.get(),

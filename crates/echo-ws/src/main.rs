@@ -34,6 +34,7 @@ struct Args {
 async fn main() -> realtime_kit::Result<()> {
     let args = Args::parse();
     config::init_tracing();
+    let server = args.listen.server_options()?;
     let listener = config::listen("echo-ws", echo_ws::DEFAULT_PORT, &args.listen).await?;
     let origins = args
         .allow_origins
@@ -44,6 +45,7 @@ async fn main() -> realtime_kit::Result<()> {
     let room = echo_ws::Config {
         origins,
         max_clients: args.max_clients,
+        server,
         ..echo_ws::Config::default()
     };
     echo_ws::run(listener, room, config::shutdown_signal()).await;

@@ -1,9 +1,12 @@
-//! What every demo's `main` does before it serves: read `--port`/`--bind`, start logging, bind
-//! and say where it listens, and turn Ctrl-C or SIGTERM into the shutdown signal.
+//! What every demo's `main` does before it serves: read `--port`/`--bind`/`--allow-host`, start
+//! logging, bind and say where it listens, and turn Ctrl-C or SIGTERM into the shutdown signal.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use tokio::net::TcpListener;
+
+use crate::host::{AllowedHosts, InvalidHost};
+use crate::server::ServerOptions;
 
 /// Where to listen. Flatten it into a demo's own arguments with `#[command(flatten)]`.
 #[derive(Debug, Clone, clap::Args)]
@@ -16,6 +19,28 @@ pub struct ListenArgs {
     /// 0.0.0.0 to accept them from other machines too.
     #[arg(long, env = "BIND", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub bind: IpAddr,
+
+    /// Also answer requests made to this host name (e.g. chat.example.com, or .example.com for
+    /// a whole domain); repeat it, or list several, comma-separated, in ALLOW_HOST. IP
+    /// addresses and localhost are always answered; any other Host gets 421, which stops
+    /// DNS rebinding.
+    #[arg(
+        long = "allow-host",
+        env = "ALLOW_HOST",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub allow_hosts: Vec<String>,
+}
+
+impl ListenArgs {
+    /// The server options these arguments ask for: the default limits, and the host names.
+    pub fn server_options(&self) -> Result<ServerOptions, InvalidHost> {
+        Ok(ServerOptions {
+            hosts: AllowedHosts::allow(&self.allow_hosts)?,
+            ..ServerOptions::default()
+        })
+    }
 }
 
 /// Binds the listener and prints `<name> listening on http://<address>` on standard output, the

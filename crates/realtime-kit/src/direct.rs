@@ -9,8 +9,9 @@
 //!
 //! It takes only what it is sure of. The request must be complete in the first bytes the client
 //! sent, HTTP/1.1, `GET`, with `Accept: text/event-stream` (what `EventSource` sends), no body
-//! and no upgrade. The kit *peeks* at those bytes, so anything else reaches hyper untouched and
-//! is served exactly as before. The handler is the same one hyper calls:
+//! and no upgrade; its `Host` is checked by the server, as on hyper's path. The kit *peeks* at
+//! those bytes, so anything else reaches hyper untouched and is served exactly as before. The
+//! handler is the same one hyper calls:
 //! - if it answers `200` with `Content-Type: text/event-stream`, the stream is written with the
 //!   chunked transfer coding, frames that are ready together leave in one write, a write that
 //!   makes no progress for the stall limit ends the connection, and when the stream ends (on
@@ -124,7 +125,7 @@ fn stream_request(bytes: &[u8]) -> Option<(Request<RequestBody>, usize)> {
         .method(Method::GET)
         .uri(head.path?)
         .version(Version::HTTP_11);
-    let (mut wants_stream, mut has_host) = (false, false);
+    let mut wants_stream = false;
     for field in head.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
         // A body, an upgrade or an expectation is hyper's to handle.
@@ -138,11 +139,11 @@ fn stream_request(bytes: &[u8]) -> Option<(Request<RequestBody>, usize)> {
         {
             return None;
         }
-        has_host |= name == header::HOST;
         wants_stream |= name == header::ACCEPT && mentions_event_stream(field.value);
         request = request.header(name, HeaderValue::from_bytes(field.value).ok()?);
     }
-    if !wants_stream || !has_host {
+    // `Host` is not looked at here: the server checks it on every request, on both paths.
+    if !wants_stream {
         return None;
     }
     let body = Empty::<Bytes>::new()
@@ -310,7 +311,23 @@ fn head(status: StatusCode, headers: &http::HeaderMap, framing: &str) -> Vec<u8>
     out
 }
 
-/// Writes a response that is not a stream, whole, and closes the connection.
+/// How long a connection is kept open after a whole answer, for the client to read it.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// How many bytes the client may still send after a whole answer before the kit stops
+/// waiting for it to read.
+const LINGER_BYTES: usize = 64 * 1024;
+
+// ANCHOR: write_whole
+/// Writes a response that is not a stream, whole, and closes the connection so that the client
+/// gets to read it.
+///
+/// Closing a socket whose receive queue still holds bytes (a pipelined request the server will
+/// never answer) makes the kernel send RST instead of FIN, and a client that receives RST may
+/// throw away the answer it had not read yet: the `400` it was meant to see becomes "connection
+/// reset". So the write side is shut first (FIN after the answer), and what the client still
+/// sends is read and dropped until it closes too, for at most [`LINGER`] or [`LINGER_BYTES`]:
+/// the lingering close of RFC 9112 section 9.6.
 async fn write_whole(
     mut stream: TcpStream,
     response: Response<Body>,
@@ -321,12 +338,44 @@ async fn write_whole(
         Ok(collected) => collected.to_bytes(),
         Err(never) => match never {},
     };
-    let framing = format!("content-length: {}\r\nconnection: close", body.len());
-    let mut out = head(parts.status, &parts.headers, &framing);
-    out.extend_from_slice(&body);
+    // 1xx, 204 and 304 answers have no body and no Content-Length (RFC 9110 sections 8.6, 15.3.5
+    // and 15.4.5).
+    let bodyless = parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED;
+    let mut out = if bodyless {
+        head(parts.status, &parts.headers, "connection: close")
+    } else {
+        let framing = format!("content-length: {}\r\nconnection: close", body.len());
+        head(parts.status, &parts.headers, &framing)
+    };
+    if !bodyless {
+        out.extend_from_slice(&body);
+    }
     write(&stream, &out, limits.write_stall_timeout).await?;
-    stream.shutdown().await
+    stream.shutdown().await?;
+    let _ = tokio::time::timeout(LINGER, drain(&stream, LINGER_BYTES)).await;
+    Ok(())
 }
+
+/// Reads and drops what the client sends until it closes, or `limit` bytes have come. The
+/// scratch buffer is small because an open stream's wait for its client holds it.
+async fn drain(stream: &TcpStream, limit: usize) {
+    let mut scratch = [0; 64];
+    let mut drained = 0;
+    while drained < limit {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match stream.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(n) => drained = drained.saturating_add(n),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+// ANCHOR_END: write_whole
 
 /// Writes all of `bytes`, failing with `TimedOut` if the client accepts nothing for `limit`.
 /// The timer exists only while the socket is full: most writes go straight through.
@@ -357,18 +406,7 @@ async fn write(stream: &TcpStream, bytes: &[u8], limit: Duration) -> io::Result<
 /// nothing more to send; bytes it sends anyway (a pipelined request, which a never-ending
 /// response could never answer) are read and dropped, so they cannot pile up.
 async fn client_gone(stream: &TcpStream) {
-    let mut scratch = [0; 64];
-    loop {
-        if stream.readable().await.is_err() {
-            return;
-        }
-        match stream.try_read(&mut scratch) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-    }
+    drain(stream, usize::MAX).await;
 }
 
 #[cfg(test)]
@@ -404,10 +442,9 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\n\r\n",
             // Incomplete: the rest may come in the next segment.
             "GET / HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n",
-            // Another method, another version, no Host.
+            // Another method, another version.
             "POST / HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n",
             "GET / HTTP/1.0\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n",
-            "GET / HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
             // A body, an upgrade, an expectation.
             "GET / HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\nContent-Length: 2\r\n\r\nhi",
             "GET / HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",

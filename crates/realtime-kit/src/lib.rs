@@ -7,7 +7,8 @@
 //! | [`parser`] | the client side of SSE: a streaming parser that follows the WHATWG rules |
 //! | [`client`] | a small HTTP client over hyper for tests, examples and the load generator |
 //! | [`server`] | the accept loop, per-connection tasks and graceful [`Shutdown`]; event streams are written straight to the socket |
-//! | [`request`] | a JSON body read with a Content-Type check and a size limit, and CORS for listed origins |
+//! | [`host`] | the `Host` names the server answers: the defence against DNS rebinding, and HTTP/1.1's `Host` rules |
+//! | [`request`] | a JSON body read with a Content-Type check, a size limit and a deadline, and CORS for listed origins |
 //! | [`respond`] | HTML pages from askama templates, JSON, and errors as `{"error": ...}` |
 //! | [`config`] | `--port`/`--bind`, the "listening on" line, logging and the Ctrl-C signal |
 //! | [`ws`] | WebSocket on hyper: handshake, `Origin` check, per-socket limits, the upgrade |
@@ -18,6 +19,7 @@
 pub mod client;
 pub mod config;
 mod direct;
+pub mod host;
 pub mod parser;
 pub mod request;
 pub mod respond;
@@ -25,8 +27,10 @@ pub mod server;
 pub mod sse;
 pub mod ws;
 
+pub use host::AllowedHosts;
 pub use server::{
-    Body, ConnectionLimits, Gauge, GaugeGuard, RequestBody, Shutdown, serve, serve_with_limits,
+    Body, BodyError, BodyTimeout, ConnectionLimits, Gauge, GaugeGuard, RequestBody, ServerOptions,
+    Shutdown, serve, serve_with,
 };
 
 /// The error type of fallible functions at the edge of a program (`main`, examples, tests): any

@@ -77,6 +77,10 @@ impl SseParser {
     /// Parses the next chunk of the stream and returns the events it completed, in order.
     pub fn feed(&mut self, mut chunk: &[u8]) -> Vec<MessageEvent> {
         let mut events = Vec::new();
+        // An empty chunk says nothing about the byte after a CR; it must not forget the CR.
+        if chunk.is_empty() {
+            return events;
+        }
         if self.after_cr && chunk.first() == Some(&b'\n') {
             chunk = &chunk[1..];
         }
@@ -200,6 +204,20 @@ mod tests {
     #[test]
     fn spec_example_fields_without_colon() {
         assert_eq!(data(&parse("data\n\ndata\ndata\n\ndata:")), ["", "\n"]);
+    }
+
+    /// An empty chunk between a CR and its LF changes nothing: the CR LF is still one line end,
+    /// not two (a blank line that would dispatch the event early).
+    #[test]
+    fn an_empty_chunk_after_a_cr_is_not_a_line_end() {
+        let mut parser = SseParser::new();
+        assert!(parser.feed(b"data: a\r").is_empty());
+        assert!(parser.feed(b"").is_empty());
+        assert!(
+            parser.feed(b"\n").is_empty(),
+            "CR, empty chunk, LF ended an event"
+        );
+        assert_eq!(data(&parser.feed(b"\n")), ["a"]);
     }
 
     /// The spec's fourth example: the space after the colon is optional.

@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
 use crate::respond;
-use crate::server::Body;
+use crate::server::{Body, BodyError, BodyTimeout};
 
 // ANCHOR: rejection
 /// A request the server refuses to act on, with the status and the sentence that say why.
@@ -50,9 +50,18 @@ impl Rejection {
         &self.message
     }
 
-    /// The `{"error": ...}` response.
+    /// The `{"error": ...}` response. A `408` also says `Connection: close`, as RFC 9110
+    /// section 15.5.9 asks: the rest of a late body may still be on its way, so the connection
+    /// cannot carry another request.
     pub fn into_response(self) -> Response<Body> {
-        respond::error(self.status, self.message)
+        let close = self.status == StatusCode::REQUEST_TIMEOUT;
+        let mut response = respond::error(self.status, self.message);
+        if close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
@@ -66,13 +75,15 @@ impl std::error::Error for Rejection {}
 // ANCHOR_END: rejection
 
 // ANCHOR: read_json
-/// Reads the request body as JSON into `T`, refusing it with the status a client can act on:
+/// Reads the request body as a JSON object into `T`, refusing it with the status a client can
+/// act on:
 ///
 /// | problem | status |
 /// | --- | --- |
 /// | `Content-Type` is not `application/json` | `415 Unsupported Media Type` |
 /// | the body is longer than `limit` bytes | `413 Content Too Large` |
-/// | the body is not JSON, or not the shape of `T` | `400 Bad Request` |
+/// | the body did not arrive in time ([`crate::ConnectionLimits::body_read_timeout`]) | `408 Request Timeout` |
+/// | the body is not JSON, not an object, or not the shape of `T` | `400 Bad Request` |
 ///
 /// The limit holds while reading: at most `limit + 1` bytes are ever buffered, however large
 /// the body claims or turns out to be. Checking the length after `collect()` would already have
@@ -117,7 +128,8 @@ pub fn require_json_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
 
 /// Reads the whole body, but never more than `limit` bytes: a longer body is refused with
 /// `413` as soon as its first byte past the limit arrives (or at once, if `Content-Length`
-/// already says it is too long).
+/// already says it is too long). A body that the kit's server stopped waiting for
+/// ([`BodyTimeout`]) is refused with `408`.
 pub async fn read_limited<B>(request: Request<B>, limit: usize) -> Result<Bytes, Rejection>
 where
     B: hyper::body::Body,
@@ -139,6 +151,10 @@ where
     match Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<LengthLimitError>() => Err(too_large()),
+        Err(error) if is_timeout(&*error) => Err(Rejection::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("{error}; send the whole body at once, right after the headers"),
+        )),
         Err(error) => {
             tracing::debug!(%error, "request body could not be read");
             Err(Rejection::new(
@@ -149,8 +165,38 @@ where
     }
 }
 
-/// Parses `body` as JSON into `T`; every failure is a `400` that says where and what.
+/// Whether a body's read error is the server's deadline ([`BodyTimeout`]).
+fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        error.downcast_ref::<BodyError>(),
+        Some(BodyError::TimedOut(_))
+    ) || error.is::<BodyTimeout>()
+}
+
+/// Parses `body` as a JSON object into `T`; every failure is a `400` that says where and what.
+///
+/// Only an object: serde's derived `Deserialize` also accepts an array for a struct, filling
+/// the fields in order, so `["ann","hi"]` would pass as `{"user":"ann","text":"hi"}`. A
+/// request body here is always an object with named fields, and anything else is refused
+/// before serde sees it.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Rejection> {
+    // The first byte of a JSON value says what it is; anything else is left to serde, whose
+    // message says where the JSON breaks.
+    let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
+    let found = match first {
+        Some(b'[') => Some("an array"),
+        Some(b'"') => Some("a string"),
+        Some(b't' | b'f') => Some("a boolean"),
+        Some(b'n') => Some("null"),
+        Some(b'-' | b'0'..=b'9') => Some("a number"),
+        _ => None,
+    };
+    if let Some(found) = found {
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be a JSON object, {{\"field\": value, ...}}; it was {found}"),
+        ));
+    }
     serde_json::from_slice(body).map_err(|error| {
         let message = match error.classify() {
             serde_json::error::Category::Eof if body.iter().all(u8::is_ascii_whitespace) => {
@@ -399,6 +445,12 @@ mod tests {
             ("", "the body is empty"),
             ("{\"name\":", "not valid JSON"),
             ("{}", "missing field `name`"),
+            (r#"["ann"]"#, "must be a JSON object"),
+            (r#"["ann"]"#, "it was an array"),
+            (" 7", "it was a number"),
+            ("null", "it was null"),
+            ("\"ann\"", "it was a string"),
+            ("<html>", "not valid JSON"),
             (r#"{"name":1}"#, "invalid type"),
             (r#"{"name":"a","x":1}"#, "unknown field `x`"),
         ] {

@@ -8,7 +8,9 @@
 //! [`Shutdown::spawn`] stop, and [`serve`] waits for all of them, for at most [`GRACE_PERIOD`].
 //!
 //! Every connection also has limits ([`ConnectionLimits`]): a client must send its request
-//! headers in time, and must keep accepting bytes; one that stops reading is disconnected.
+//! headers in time, and its body too, and must keep accepting bytes; one that stops reading is
+//! disconnected. And every request must name a host the server answers ([`AllowedHosts`]),
+//! which stops DNS rebinding before any handler runs.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,9 +22,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -34,14 +37,16 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 use crate::direct::{self, Sniffed};
+use crate::host::AllowedHosts;
 
 /// The body type of every response in the workspace: a full body or an endless event stream,
 /// behind one boxed type so a handler can return either.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// The body type of every request a handler gets: hyper's incoming body, boxed, so that a
-/// request the kit parsed itself (its direct path for event streams) has the same type.
-pub type RequestBody = UnsyncBoxBody<Bytes, hyper::Error>;
+/// request the kit parsed itself (its direct path for event streams) has the same type. Reading
+/// it fails with [`BodyTimeout`] once [`ConnectionLimits::body_read_timeout`] has passed.
+pub type RequestBody = UnsyncBoxBody<Bytes, BodyError>;
 
 /// How long [`serve`] waits, after the shutdown signal, for connections and tasks to finish.
 /// Everything of ours ends at once on the signal; this bounds a client that is slow to read
@@ -59,6 +64,13 @@ pub struct ConnectionLimits {
     /// reading (its TCP window stays shut) would otherwise keep its stream, and the kernel's
     /// buffers behind it, for as long as it likes. Past this, the connection is closed.
     pub write_stall_timeout: Duration,
+    /// How long a client may take to send a request's whole body, counted from the end of its
+    /// headers. The header limit alone lets a client announce `Content-Length: 100`, send ten
+    /// bytes and then nothing (or a byte a second), and hold the connection and the handler
+    /// forever. Past this, reading the body fails with [`BodyTimeout`], which
+    /// [`crate::request::read_limited`] answers with `408` and `Connection: close`. The demos'
+    /// bodies are at most a few KiB, so 10 s is generous even on a bad mobile link.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -66,8 +78,18 @@ impl Default for ConnectionLimits {
         Self {
             header_read_timeout: Duration::from_secs(30),
             write_stall_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// Everything [`serve_with`] can be told; [`ServerOptions::default`] is what [`serve`] uses.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Per-connection limits.
+    pub limits: ConnectionLimits,
+    /// The `Host` names answered besides IP literals and `localhost` (see [`crate::host`]).
+    pub hosts: AllowedHosts,
 }
 
 // ANCHOR: shutdown
@@ -130,7 +152,8 @@ impl Shutdown {
 /// task has finished, or after [`GRACE_PERIOD`].
 ///
 /// The handler never fails: errors are responses (see [`crate::respond`]). A failing connection
-/// is logged and never affects another. Each connection has the default [`ConnectionLimits`].
+/// is logged and never affects another. Each connection has the default [`ConnectionLimits`],
+/// and only requests for IP literals and `localhost` are answered ([`AllowedHosts`]).
 pub async fn serve<H, F>(
     listener: TcpListener,
     signal: impl Future<Output = ()>,
@@ -140,8 +163,8 @@ pub async fn serve<H, F>(
     H: Fn(Request<RequestBody>) -> F + Clone + Send + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    serve_with_limits(
-        ConnectionLimits::default(),
+    serve_with(
+        ServerOptions::default(),
         listener,
         signal,
         shutdown,
@@ -150,9 +173,9 @@ pub async fn serve<H, F>(
     .await;
 }
 
-/// [`serve`] with other per-connection limits.
-pub async fn serve_with_limits<H, F>(
-    limits: ConnectionLimits,
+/// [`serve`] with other limits, or more host names.
+pub async fn serve_with<H, F>(
+    options: ServerOptions,
     listener: TcpListener,
     signal: impl Future<Output = ()>,
     shutdown: Shutdown,
@@ -161,6 +184,13 @@ pub async fn serve_with_limits<H, F>(
     H: Fn(Request<RequestBody>) -> F + Clone + Send + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    let ServerOptions { limits, hosts } = options;
+    // Checked here, before the handler, so that it holds on both paths and for every route.
+    let hosts = Arc::new(hosts);
+    let handler = move |request: Request<RequestBody>| match hosts.check(&request) {
+        Ok(()) => Either::Left(handler(request)),
+        Err(refusal) => Either::Right(std::future::ready(refusal.into_response())),
+    };
     tokio::pin!(signal);
     loop {
         tokio::select! {
@@ -242,8 +272,10 @@ async fn serve_with_hyper<H, F>(
     H: Fn(Request<RequestBody>) -> F + Send + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    let body_limit = limits.body_read_timeout;
     let service = service_fn(move |request: Request<Incoming>| {
-        let response = handler(request.map(RequestBody::new));
+        let response =
+            handler(request.map(|body| RequestBody::new(TimedBody::new(body, body_limit))));
         async move { Ok::<_, Infallible>(response.await) }
     });
     let connection = http1::Builder::new()
@@ -270,6 +302,102 @@ async fn serve_with_hyper<H, F>(
     }
 }
 // ANCHOR_END: serve
+
+// ANCHOR: timed_body
+/// A request body that fails with [`BodyTimeout`] if it has not ended `limit` after the request
+/// arrived. The timer is made only when a read finds the body not ready, so a request without
+/// a body (every `GET`) costs nothing.
+struct TimedBody {
+    body: Incoming,
+    limit: Duration,
+    deadline: tokio::time::Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl TimedBody {
+    fn new(body: Incoming, limit: Duration) -> Self {
+        Self {
+            body,
+            limit,
+            deadline: tokio::time::Instant::now() + limit,
+            timer: None,
+        }
+    }
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|frame| frame.map_err(BodyError::Read)));
+        }
+        let deadline = self.deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.as_mut().poll(cx).is_ready() {
+            let limit = self.limit;
+            return Poll::Ready(Some(Err(BodyError::TimedOut(BodyTimeout { limit }))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A request body that did not arrive within [`ConnectionLimits::body_read_timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTimeout {
+    /// The limit that passed.
+    pub limit: Duration,
+}
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request body did not arrive within {:?}", self.limit)
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
+/// Why a request body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The connection failed, or the body broke HTTP's framing.
+    Read(hyper::Error),
+    /// The body did not arrive in time.
+    TimedOut(BodyTimeout),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Read(error) => write!(f, "the request body could not be read: {error}"),
+            Self::TimedOut(timeout) => timeout.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Read(error) => Some(error),
+            Self::TimedOut(timeout) => Some(timeout),
+        }
+    }
+}
+// ANCHOR_END: timed_body
 
 // ANCHOR: stall_guard
 /// A connection's socket, with one addition: a write that makes no progress for `limit` fails
@@ -378,6 +506,21 @@ impl Gauge {
     pub fn enter(&self) -> GaugeGuard {
         self.0.fetch_add(1, Ordering::Relaxed);
         GaugeGuard(self.0.clone())
+    }
+
+    /// Counts one more if that keeps the count at or below `limit`; `None` when it is full.
+    ///
+    /// Check and count are one atomic step. Checking [`get`](Self::get) and calling
+    /// [`enter`](Self::enter) later lets every request that arrives in between pass the check:
+    /// 60 simultaneous WebSocket handshakes against a limit of 20 got 23 to 60 `101`s that way.
+    /// Reserve the place before answering, and move the guard into whatever holds it.
+    pub fn try_enter(&self, limit: usize) -> Option<GaugeGuard> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                (count < limit).then_some(count + 1)
+            })
+            .ok()?;
+        Some(GaugeGuard(self.0.clone()))
     }
 
     /// The current count.

@@ -150,7 +150,10 @@ impl OriginPolicy {
     /// `Ok` when the request may proceed, otherwise a `403` refusal.
     ///
     /// Same origin means the `Origin`'s host and port equal the `Host` the browser sent: the
-    /// page was loaded from the address it is now connecting to. The scheme is not compared, so
+    /// page was loaded from the address it is now connecting to. On its own that would let a
+    /// DNS-rebinding page in (it controls both); the kit's server answers only a `Host` on its
+    /// list ([`crate::host::AllowedHosts`]) before this runs, so the `Origin` here names a host
+    /// on that list too. The scheme is not compared, so
     /// the check also holds behind a proxy that terminates TLS (the page is `https`, we see
     /// plain HTTP).
     pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {

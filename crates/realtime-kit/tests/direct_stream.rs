@@ -21,7 +21,7 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// What a browser's `EventSource` sends.
 const BROWSER_REQUEST: &[u8] =
-    b"GET /events HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n";
+    b"GET /events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n";
 
 /// A server whose `/events` streams what the test publishes, counting open streams.
 struct Server {
@@ -56,6 +56,7 @@ impl Server {
                             .retry(Duration::from_millis(1500))
                             .into_response()
                     }
+                    "/nothing" => respond::full(StatusCode::NO_CONTENT, "text/plain", "ignored"),
                     _ => respond::error(StatusCode::BAD_REQUEST, "no such stream"),
                 };
                 async move { response }
@@ -242,7 +243,7 @@ async fn a_client_that_leaves_frees_its_stream() {
 #[tokio::test]
 async fn an_answer_that_is_not_a_stream_is_written_whole_and_closed() {
     let server = Server::start().await;
-    let request = b"GET /nope HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n";
+    let request = b"GET /nope HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n";
     let client = server.send(request).await;
     let (head, reader) = Reader::head(client).await;
     assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
@@ -257,15 +258,29 @@ async fn an_answer_that_is_not_a_stream_is_written_whole_and_closed() {
     assert_eq!(error["error"], "no such stream");
 }
 
+/// A `204` on the direct path has no body and no `Content-Length` (RFC 9110 section 8.6), even
+/// if the handler gave it one; the connection still closes after it.
+#[tokio::test]
+async fn a_no_content_answer_has_no_length_and_no_body() {
+    let server = Server::start().await;
+    let request = b"GET /nothing HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n";
+    let client = server.send(request).await;
+    let (head, reader) = Reader::head(client).await;
+    assert!(head.starts_with("HTTP/1.1 204 No Content\r\n"), "{head}");
+    assert_eq!(header(&head, "content-length"), None, "{head}");
+    assert_eq!(header(&head, "connection"), Some("close"));
+    assert!(reader.read_to_close().await.is_empty());
+}
+
 /// Requests the direct path does not take (no `Accept`, a body, HTTP/1.0, a head split over
 /// two writes) are still answered, by hyper.
 #[tokio::test]
 async fn every_other_request_is_still_answered() {
     let server = Server::start().await;
     for request in [
-        b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n".as_slice(),
-        b"GET /events HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\nContent-Length: 0\r\n\r\n",
-        b"GET /events HTTP/1.0\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n",
+        b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n".as_slice(),
+        b"GET /events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\nContent-Length: 0\r\n\r\n",
+        b"GET /events HTTP/1.0\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
     ] {
         let client = server.send(request).await;
         let (head, mut reader) = Reader::head(client).await;
@@ -290,7 +305,7 @@ async fn bytes_after_the_request_do_not_disturb_the_stream() {
     let server = Server::start().await;
     let mut client = server.send(BROWSER_REQUEST).await;
     client
-        .write_all(b"GET /other HTTP/1.1\r\nHost: test\r\n\r\n")
+        .write_all(b"GET /other HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .expect("send more");
     let (_, mut reader) = Reader::head(client).await;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::Request;
 use realtime_kit::client::EventStream;
 use realtime_kit::sse::{Event, SseResponse};
-use realtime_kit::{ConnectionLimits, Gauge, RequestBody, Shutdown, serve_with_limits};
+use realtime_kit::{ConnectionLimits, Gauge, RequestBody, ServerOptions, Shutdown, serve_with};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpSocket;
 use tokio::time::{Instant, timeout};
@@ -30,10 +30,11 @@ fn fast_events(streams: &Gauge) -> impl futures_util::Stream<Item = Bytes> + Sen
 }
 
 /// A browser's request for a stream: the kit answers it on the socket itself (its direct path).
-const BROWSER_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n";
+const BROWSER_REQUEST: &[u8] =
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n";
 
 /// A request without `Accept: text/event-stream`: hyper answers it.
-const PLAIN_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n";
+const PLAIN_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
 /// On the kit's direct path, a client that stops reading is closed after the stall limit; one
 /// that reads stays connected.
@@ -71,8 +72,12 @@ async fn stalled_client_is_cut_off(request: &[u8]) {
             async move { response }
         }
     };
-    let server = tokio::spawn(serve_with_limits(
+    let options = ServerOptions {
         limits,
+        ..ServerOptions::default()
+    };
+    let server = tokio::spawn(serve_with(
+        options,
         listener,
         std::future::pending(),
         shutdown.clone(),

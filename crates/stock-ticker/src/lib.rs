@@ -38,7 +38,7 @@ use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::sse::{self, Event, SseResponse};
 use realtime_kit::ws::{self, Beat, Heartbeat, Limits, OriginPolicy, WebSocket};
-use realtime_kit::{Body, Gauge, RequestBody, Shutdown, respond};
+use realtime_kit::{Body, Gauge, RequestBody, ServerOptions, Shutdown, respond};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -67,6 +67,8 @@ pub struct Config {
     pub keep_alive: Duration,
     /// Which pages may open the WebSocket: this server's own, plus any `--allow-origin`.
     pub origins: OriginPolicy,
+    /// The server's limits and the host names it answers (`--allow-host`).
+    pub server: ServerOptions,
 }
 
 impl Default for Config {
@@ -78,6 +80,7 @@ impl Default for Config {
             retry: Duration::from_secs(3),
             keep_alive: sse::DEFAULT_KEEP_ALIVE,
             origins: OriginPolicy::same_origin(),
+            server: ServerOptions::default(),
         }
     }
 }
@@ -88,15 +91,22 @@ impl Default for Config {
 pub async fn run(listener: TcpListener, config: Config, shutdown_signal: impl Future<Output = ()>) {
     let shutdown = Shutdown::new();
     let feed = Feed::start(&config, &shutdown);
+    let options = config.server.clone();
     let app = Arc::new(App {
         feed,
         config,
         shutdown: shutdown.clone(),
     });
-    realtime_kit::serve(listener, shutdown_signal, shutdown, move |request| {
-        let app = app.clone();
-        async move { app.handle(request) }
-    })
+    realtime_kit::serve_with(
+        options,
+        listener,
+        shutdown_signal,
+        shutdown,
+        move |request| {
+            let app = app.clone();
+            async move { app.handle(request) }
+        },
+    )
     .await;
 }
 // ANCHOR_END: run

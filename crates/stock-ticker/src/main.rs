@@ -69,6 +69,7 @@ async fn main() -> realtime_kit::Result<()> {
         .fold(OriginPolicy::same_origin(), |origins, origin| {
             origins.allow(origin)
         });
+    let server = args.listen.server_options()?;
     config::init_tracing();
     let listener = config::listen("stock-ticker", stock_ticker::DEFAULT_PORT, &args.listen).await?;
     let ticker = stock_ticker::Config {
@@ -76,6 +77,7 @@ async fn main() -> realtime_kit::Result<()> {
         seed: args.seed,
         update_interval: Duration::from_secs_f64(1.0 / args.updates_per_second),
         origins,
+        server,
         ..stock_ticker::Config::default()
     };
     stock_ticker::run(listener, ticker, config::shutdown_signal()).await;
