@@ -82,7 +82,7 @@ async fn headers_mark_an_event_stream() {
     assert_eq!(stream.retry(), Some(Duration::from_secs(3)));
 }
 
-/// Ticks are `tick` events with increasing numeric ids and JSON data that repeats the id.
+/// Ticks are `tick` events with increasing numeric ids and JSON data whose `unix_ms` is the id.
 #[tokio::test]
 async fn three_ticks_parse_with_increasing_ids_and_json() {
     let clock = TestClock::fast().await;
@@ -96,7 +96,7 @@ async fn three_ticks_parse_with_increasing_ids_and_json() {
         previous = id;
 
         let data: Value = serde_json::from_str(&tick.data).expect("data is JSON");
-        assert_eq!(data["seq"], id);
+        assert_eq!(data["unix_ms"], id, "the id is the tick's time");
         let unix_ms = data["unix_ms"].as_u64().expect("unix_ms is a number");
         let time = data["time"].as_str().expect("time is a string");
         let parsed = humantime::parse_rfc3339(time).expect("time is RFC 3339");
@@ -151,17 +151,64 @@ async fn dropped_client_leaves_stats_within_two_seconds() {
     );
 }
 
-/// A reconnect that sends `Last-Event-ID` continues the sequence after that id, even on a server
-/// that has just started, and every later client's ids stay above it.
+/// A reconnect that sends `Last-Event-ID` continues with the next tick: it never gets the tick
+/// it already saw, and the ids go on increasing.
 #[tokio::test]
-async fn last_event_id_continues_the_sequence() {
+async fn last_event_id_continues_with_the_next_tick() {
     let clock = TestClock::fast().await;
-    let mut resumed = clock.events(&[("last-event-id", "1000")]).await;
-    assert_eq!(id_of(&next_tick(&mut resumed).await), 1001);
-    assert_eq!(id_of(&next_tick(&mut resumed).await), 1002);
+    let mut first = clock.events(&[]).await;
+    let seen = id_of(&next_tick(&mut first).await);
+    drop(first);
 
-    let mut newcomer = clock.events(&[]).await;
-    assert!(id_of(&next_tick(&mut newcomer).await) > 1001);
+    let seen_text = seen.to_string();
+    let mut resumed = clock.events(&[("last-event-id", &seen_text)]).await;
+    let next = id_of(&next_tick(&mut resumed).await);
+    assert!(
+        next > seen,
+        "after id {seen} the reconnect was sent id {next}"
+    );
+    assert!(id_of(&next_tick(&mut resumed).await) > next);
+}
+
+/// Ids keep increasing across a restart by themselves: a fresh server starts above every id the
+/// earlier one sent, and a browser that reconnects with the last of them goes on at once.
+#[tokio::test]
+async fn ids_keep_increasing_across_a_restart() {
+    let clock = TestClock::fast().await;
+    let addr = clock.addr;
+    let mut stream = clock.events(&[]).await;
+    let mut last = 0;
+    for _ in 0..3 {
+        last = id_of(&next_tick(&mut stream).await);
+    }
+    drop(stream);
+    clock.0.stop().await;
+
+    let listener = within(tokio::net::TcpListener::bind(addr))
+        .await
+        .expect("rebind");
+    let config = Config {
+        tick_interval: Duration::from_millis(100),
+        ..Config::default()
+    };
+    let restarted = TestServer::start_on(listener, |listener, signal| {
+        clock_sse::run(listener, config, signal)
+    });
+    let url = restarted.url("/events");
+    let mut fresh = within(EventStream::connect(&url, &[]))
+        .await
+        .expect("connect");
+    let first_after = id_of(&next_tick(&mut fresh).await);
+    assert!(
+        first_after > last,
+        "the restarted server sent id {first_after} after {last}"
+    );
+    let last_text = last.to_string();
+    let mut resumed = within(EventStream::connect(&url, &[("last-event-id", &last_text)]))
+        .await
+        .expect("connect");
+    assert!(id_of(&next_tick(&mut resumed).await) > last);
+    restarted.stop().await;
 }
 
 /// A `Last-Event-ID` that this server cannot have sent is refused with a JSON error.
@@ -232,7 +279,7 @@ async fn keep_alive_comment_appears_when_idle() {
     .await;
     let mut socket = TcpStream::connect(clock.addr).await.expect("connect");
     socket
-        .write_all(b"GET /events HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n")
+        .write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
         .await
         .expect("send request");
     let mut received = Vec::new();

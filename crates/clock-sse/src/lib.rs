@@ -8,7 +8,9 @@
 //!
 //! then open <http://127.0.0.1:3000> to watch it tick, or read the raw stream with
 //! `curl -N http://127.0.0.1:3000/events`. Stop the server for a few seconds and start it again:
-//! the page reconnects by itself and the sequence goes on where it was.
+//! the page reconnects by itself and goes on with the next tick. A tick's id is its own time in
+//! Unix milliseconds, so ids keep increasing across restarts without the server trusting the
+//! `Last-Event-ID` a client sends.
 //!
 //! The shape to copy: ONE ticker task makes each tick once, encodes it once, and publishes it;
 //! every client's stream only forwards the latest tick. A timer per client (what most tutorials
@@ -18,11 +20,10 @@
 //! | --- | --- |
 //! | `GET /` | the page |
 //! | `GET /events` | the stream: `retry: 3000`, then one `tick` event a second |
-//! | `GET /stats` | `{"streams": <open streams>, "last_seq": <latest tick>}` |
+//! | `GET /stats` | `{"streams": <open streams>, "last_id": <the latest tick's id>}` |
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use askama::Template;
@@ -30,7 +31,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::sse::{self, Event, SseResponse};
-use realtime_kit::{Body, Gauge, RequestBody, Shutdown, respond};
+use realtime_kit::{Body, Gauge, RequestBody, ServerOptions, Shutdown, respond};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -48,6 +49,8 @@ pub struct Config {
     pub retry: Duration,
     /// How long a stream may be silent before a keep-alive comment is written.
     pub keep_alive: Duration,
+    /// The server's limits and the host names it answers (`--allow-host`).
+    pub server: ServerOptions,
 }
 
 impl Default for Config {
@@ -56,6 +59,7 @@ impl Default for Config {
             tick_interval: Duration::from_secs(1),
             retry: Duration::from_secs(3),
             keep_alive: sse::DEFAULT_KEEP_ALIVE,
+            server: ServerOptions::default(),
         }
     }
 }
@@ -66,15 +70,22 @@ impl Default for Config {
 pub async fn run(listener: TcpListener, config: Config, shutdown_signal: impl Future<Output = ()>) {
     let shutdown = Shutdown::new();
     let clock = Clock::start(config.tick_interval, &shutdown);
+    let options = config.server.clone();
     let app = Arc::new(App {
         clock,
         config,
         shutdown: shutdown.clone(),
     });
-    realtime_kit::serve(listener, shutdown_signal, shutdown, move |request| {
-        let app = app.clone();
-        async move { app.handle(&request) }
-    })
+    realtime_kit::serve_with(
+        options,
+        listener,
+        shutdown_signal,
+        shutdown,
+        move |request| {
+            let app = app.clone();
+            async move { app.handle(&request) }
+        },
+    )
     .await;
 }
 // ANCHOR_END: run
@@ -108,7 +119,8 @@ impl App {
     // ANCHOR: events
     /// `GET /events`: one client's stream of ticks.
     fn events(&self, request: &Request<RequestBody>) -> Response<Body> {
-        // A browser that reconnects sends the id of the last tick it saw.
+        // A browser that reconnects sends the id of the last tick it saw. It only chooses what
+        // this client is sent (see `Clock::subscribe`); it changes nothing another client gets.
         let seen = match sse::last_event_id(request) {
             Ok(seen) => seen,
             Err(error) => return respond::error(StatusCode::BAD_REQUEST, error),
@@ -133,9 +145,7 @@ struct ClockPage {
 /// The JSON `data` of every `tick` event.
 #[derive(Debug, Serialize)]
 struct TickData {
-    /// The tick's sequence number, also sent as the event `id`.
-    seq: u64,
-    /// Milliseconds since the Unix epoch, for scripts.
+    /// The tick's time in milliseconds since the Unix epoch, for scripts; also the event `id`.
     unix_ms: u64,
     /// The same instant in RFC 3339, UTC, for people.
     time: String,
@@ -144,29 +154,45 @@ struct TickData {
 /// The latest tick, already encoded: each client's stream clones the `Bytes`, not the work.
 #[derive(Debug, Clone)]
 struct Tick {
-    seq: u64,
+    /// The tick's id: its time in Unix milliseconds.
+    id: u64,
     encoded: Bytes,
 }
 
 impl Tick {
-    fn new(seq: u64, now: SystemTime) -> Self {
-        let unix_ms = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+    /// The tick of `unix_ms`, which is also its id.
+    fn new(unix_ms: u64) -> Self {
+        let time = UNIX_EPOCH + Duration::from_millis(unix_ms);
         let data = TickData {
-            seq,
             unix_ms,
-            time: humantime::format_rfc3339_millis(now).to_string(),
+            time: humantime::format_rfc3339_millis(time).to_string(),
         };
         let encoded = Event::new()
             .event("tick")
-            .and_then(|event| event.id(seq.to_string()))
+            .and_then(|event| event.id(unix_ms.to_string()))
             .expect("a fixed name and a number are single lines")
             .data(serde_json::to_string(&data).expect("TickData always serialises"))
             .encode();
-        Self { seq, encoded }
+        Self {
+            id: unix_ms,
+            encoded,
+        }
     }
 }
+
+// ANCHOR: tick_id
+/// The id of the tick made at `now`, after the tick `previous`: the time in Unix milliseconds,
+/// or one more than `previous` if the clock has not moved past it (two ticks in one
+/// millisecond, or a wall clock set back). So ids only ever increase within a run, and a run
+/// started later starts above every id an earlier one sent, with nothing to remember and
+/// nothing taken from a client.
+fn tick_id(now: SystemTime, previous: u64) -> u64 {
+    let unix_ms = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    unix_ms.max(previous + 1)
+}
+// ANCHOR_END: tick_id
 // ANCHOR_END: tick
 
 // ANCHOR: clock
@@ -178,8 +204,6 @@ struct Clock {
     /// that falls behind skips straight to the newest tick (it would not want old times), and
     /// memory stays one tick however slow the clients are.
     latest: watch::Receiver<Option<Tick>>,
-    /// The sequence number the next tick will carry. Only ever increases.
-    next_seq: Arc<AtomicU64>,
     /// Open streams, for `/stats`: each stream holds one count until it is dropped.
     streams: Gauge,
 }
@@ -190,11 +214,9 @@ impl Clock {
     /// Starts the ticker task; it stops when the server shuts down.
     fn start(interval: Duration, shutdown: &Shutdown) -> Self {
         let (publish, latest) = watch::channel(None);
-        let next_seq = Arc::new(AtomicU64::new(1));
-        shutdown.spawn(tick(interval, next_seq.clone(), publish, shutdown.clone()));
+        shutdown.spawn(tick(interval, publish, shutdown.clone()));
         Self {
             latest,
-            next_seq,
             streams: Gauge::new(),
         }
     }
@@ -202,12 +224,15 @@ impl Clock {
 
     // ANCHOR: subscribe
     /// A client's stream of encoded ticks: the current tick at once, then every new one, all
-    /// numbered above `seen` (the `Last-Event-ID` of a reconnecting client).
+    /// with ids above `seen` (the `Last-Event-ID` of a reconnecting client).
+    ///
+    /// `seen` is the client's claim, so it only filters what this client is sent. An id above
+    /// the latest tick's was never sent by this server (a clock set back, or made up): it is
+    /// ignored, and the client starts at the current tick like a new one, rather than wait
+    /// for a time that may be years away.
     fn subscribe(&self, seen: Option<u64>) -> impl Stream<Item = Bytes> + Send + 'static {
-        let seen = seen.unwrap_or(0);
-        // After a server restart the counter starts again at 1, but a reconnecting browser has
-        // seen higher ids. Moving the counter past them keeps ids increasing for every client.
-        self.next_seq.fetch_max(seen + 1, Ordering::Relaxed);
+        let latest_id = self.latest.borrow().as_ref().map_or(0, |tick| tick.id);
+        let seen = seen.filter(|&seen| seen <= latest_id).unwrap_or(0);
         let mut ticks = self.latest.clone();
         ticks.mark_changed(); // so the first `changed()` returns the current tick at once
         let counted = self.streams.enter();
@@ -216,7 +241,7 @@ impl Clock {
                 // An error means the ticker has stopped: the server is shutting down.
                 ticks.changed().await.ok()?;
                 let latest = ticks.borrow_and_update().clone();
-                if let Some(tick) = latest.filter(|tick| tick.seq > seen) {
+                if let Some(tick) = latest.filter(|tick| tick.id > seen) {
                     return Some((tick.encoded, (ticks, counted)));
                 }
             }
@@ -227,19 +252,14 @@ impl Clock {
     fn stats(&self) -> ClockStats {
         ClockStats {
             streams: self.streams.get(),
-            last_seq: self.latest.borrow().as_ref().map_or(0, |tick| tick.seq),
+            last_id: self.latest.borrow().as_ref().map_or(0, |tick| tick.id),
         }
     }
 }
 
 // ANCHOR: ticker
 /// The ticker: makes one tick per interval and publishes it to every subscriber.
-async fn tick(
-    interval: Duration,
-    next_seq: Arc<AtomicU64>,
-    publish: watch::Sender<Option<Tick>>,
-    shutdown: Shutdown,
-) {
+async fn tick(interval: Duration, publish: watch::Sender<Option<Tick>>, shutdown: Shutdown) {
     // Tick on whole seconds of the wall clock, so the page's seconds change when the real
     // ones do. `interval_at` schedules by deadline, so ticks do not drift.
     let period_ms = interval.as_millis().max(1) as u64;
@@ -250,14 +270,15 @@ async fn tick(
     let mut ticker = tokio::time::interval_at(first, interval);
     // After a stall (a suspended laptop), tick once and go on; a burst of stale ticks helps no one.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut previous = 0;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = shutdown.requested() => return,
         }
-        let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+        previous = tick_id(SystemTime::now(), previous);
         // `send_replace` stores the tick even when no client is connected.
-        publish.send_replace(Some(Tick::new(seq, SystemTime::now())));
+        publish.send_replace(Some(Tick::new(previous)));
     }
 }
 // ANCHOR_END: ticker
@@ -268,6 +289,23 @@ async fn tick(
 struct ClockStats {
     /// Event streams open right now.
     streams: usize,
-    /// The sequence number of the latest tick (0 before the first).
-    last_seq: u64,
+    /// The id of the latest tick (0 before the first).
+    last_id: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids are the time in milliseconds, and never repeat or go back, even if the clock does.
+    #[test]
+    fn tick_ids_follow_the_clock_and_only_increase() {
+        let at = |ms| UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(tick_id(at(1_795_288_756_001), 0), 1_795_288_756_001);
+        assert_eq!(
+            tick_id(at(1_795_288_756_001), 1_795_288_756_001),
+            1_795_288_756_002
+        );
+        assert_eq!(tick_id(at(5), 1_795_288_756_001), 1_795_288_756_002);
+    }
 }

@@ -22,9 +22,11 @@ struct Args {
 async fn main() -> realtime_kit::Result<()> {
     let args = Args::parse();
     config::init_tracing();
+    let server = args.listen.server_options()?;
     let listener = config::listen("clock-sse", clock_sse::DEFAULT_PORT, &args.listen).await?;
     let clock = clock_sse::Config {
         retry: Duration::from_millis(args.retry_ms),
+        server,
         ..clock_sse::Config::default()
     };
     clock_sse::run(listener, clock, config::shutdown_signal()).await;

@@ -1,16 +1,19 @@
 //! Exercise `clock_resume` (chapter: Clock ticker), reference solution.
 //!
-//! Goal: a browser that reconnects sends `Last-Event-ID: <id of the last tick it saw>`. After a
-//! server restart the counter starts again at 1, so the clock must move its counter past that id
-//! and send that client only ticks with higher ids: the sequence goes on, never backwards. A
-//! malformed `Last-Event-ID` is answered `400` with a JSON error.
+//! Goal: a browser that reconnects sends `Last-Event-ID: <id of the last tick it saw>`, and must
+//! then get only ticks it has not seen. A tick's id is its time in Unix milliseconds, so ids go
+//! on increasing across a server restart by themselves. The id is the client's claim, though: it
+//! may only choose what THIS client is sent, never change what others get. So:
+//! - a malformed `Last-Event-ID` is answered `400` with a JSON error;
+//! - an id at or below the latest tick's gets that client only ticks with higher ids;
+//! - an id above the latest tick's (a server clock set back, or made up) is ignored: that
+//!   client starts at the current tick, like a new one.
 //!
 //! Check with `cargo run -p exercises -- check clock_resume`.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -31,15 +34,8 @@ pub struct Config {
 pub async fn run(listener: TcpListener, config: Config, shutdown_signal: impl Future<Output = ()>) {
     let shutdown = Shutdown::new();
     let (publish, latest) = watch::channel(None);
-    let next_seq = Arc::new(AtomicU64::new(1));
-    shutdown.spawn(ticker(
-        config.tick_interval,
-        next_seq.clone(),
-        publish,
-        shutdown.clone(),
-    ));
+    shutdown.spawn(ticker(config.tick_interval, publish, shutdown.clone()));
     let app = Arc::new(App {
-        next_seq,
         latest,
         shutdown: shutdown.clone(),
     });
@@ -51,8 +47,6 @@ pub async fn run(listener: TcpListener, config: Config, shutdown_signal: impl Fu
 }
 
 struct App {
-    /// The id the next tick will carry; only ever increases.
-    next_seq: Arc<AtomicU64>,
     /// The latest tick, with its id so a stream can skip ticks its client has seen.
     latest: watch::Receiver<Option<(u64, Bytes)>>,
     /// Ends every stream when the server shuts down.
@@ -69,34 +63,41 @@ impl App {
 
     fn events<B>(&self, request: &Request<B>) -> Response<Body> {
         // The kit parses the header: absent is `None`, a number up to 2^53 - 1 is `Some`.
-        let seen = match sse::last_event_id(request) {
-            Ok(seen) => seen.unwrap_or(0),
+        let claimed = match sse::last_event_id(request) {
+            Ok(claimed) => claimed,
             Err(error) => return respond::error(StatusCode::BAD_REQUEST, error),
         };
-        // A restarted server has forgotten the ids it gave out; the client has not.
-        self.next_seq.fetch_max(seen + 1, Ordering::Relaxed);
+        // Only ids this server can have sent count; one from the future would make this client
+        // wait for a time that may never come. Nothing shared is changed here.
+        let latest = self.latest.borrow().as_ref().map_or(0, |(id, _)| *id);
+        let seen = claimed.filter(|&id| id <= latest).unwrap_or(0);
         SseResponse::new(ticks(self.latest.clone(), seen), &self.shutdown).into_response()
     }
 }
 
-/// The one ticker: encodes each tick once and publishes it to every stream.
+/// The one ticker: encodes each tick once and publishes it to every stream. A tick's id is its
+/// time in Unix milliseconds (one more than the last id if the clock has not moved past it), so
+/// ids keep increasing across a restart without the server remembering anything.
 async fn ticker(
     interval: Duration,
-    next_seq: Arc<AtomicU64>,
     publish: watch::Sender<Option<(u64, Bytes)>>,
     shutdown: Shutdown,
 ) {
     let mut every = tokio::time::interval(interval);
+    let mut previous = 0;
     loop {
         tokio::select! {
             _ = every.tick() => {
-                let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+                let unix_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |elapsed| elapsed.as_millis() as u64);
+                previous = unix_ms.max(previous + 1);
                 let tick = Event::new()
                     .event("tick")
-                    .and_then(|event| event.id(seq.to_string()))
+                    .and_then(|event| event.id(previous.to_string()))
                     .expect("a fixed name and a number are single lines")
-                    .data(format!("{{\"seq\":{seq}}}"));
-                publish.send_replace(Some((seq, tick.encode())));
+                    .data(format!("{{\"unix_ms\":{previous}}}"));
+                publish.send_replace(Some((previous, tick.encode())));
             }
             () = shutdown.requested() => return,
         }
@@ -114,7 +115,7 @@ fn ticks(
         loop {
             latest.changed().await.ok()?;
             let tick = latest.borrow_and_update().clone();
-            if let Some((_, tick)) = tick.filter(|(seq, _)| *seq > seen) {
+            if let Some((_, tick)) = tick.filter(|(id, _)| *id > seen) {
                 return Some((tick, latest));
             }
         }

@@ -362,15 +362,28 @@ pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::R
     while !all_reading() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let first = newest() + 1;
-    let last = first + ticks - 1;
+    // Ids only increase, but need not be consecutive (clock-sse's are the tick's time in
+    // milliseconds): the measured ticks are the first `ticks` ids above the newest one so far.
+    let baseline = newest();
+    let ids_after = || -> Vec<u64> {
+        let arrivals = arrivals.lock().expect("no panics while locked");
+        let mut ids: Vec<u64> = arrivals
+            .keys()
+            .copied()
+            .filter(|&id| id > baseline)
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
     let server_from = server_usage(common)?;
     let measuring_from = (Usage::of(None)?, tally.events.load(Ordering::Relaxed));
     let progress = progress_bar(ticks, "ticks");
-    while newest() <= last && Instant::now() < deadline {
+    // One tick more than measured, so that the last measured tick has gone round.
+    while (ids_after().len() as u64) <= ticks && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        progress.set_position(newest().saturating_sub(first));
+        progress.set_position(ids_after().len() as u64);
     }
+    let measured: Vec<u64> = ids_after().into_iter().take(ticks as usize).collect();
     // Give the last tick's stragglers their time.
     tokio::time::sleep(ROUND_TIMEOUT.min(Duration::from_secs(1))).await;
     progress.finish_and_clear();
@@ -383,7 +396,7 @@ pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::R
         .lock()
         .expect("no panics while locked")
         .iter()
-        .filter(|(id, _)| (first..=last).contains(*id))
+        .filter(|(id, _)| measured.contains(*id))
     {
         spread.record(tick.last - tick.first);
         if let Some(kernel) = tick.kernel_spread() {
