@@ -93,10 +93,20 @@ fn now_ms() -> u64 {
 
 // --- clock-sse: Last-Event-ID -----------------------------------------------------------------
 
-async fn fast_clock() -> TestServer {
-    TestServer::start(|listener, signal| {
+/// Server options with the kit's direct path for event streams on or off: a test of what
+/// every request gets runs with both, since either path may answer a request for a stream.
+fn paths(direct_streams: bool) -> ServerOptions {
+    ServerOptions {
+        direct_streams,
+        ..ServerOptions::default()
+    }
+}
+
+async fn fast_clock(direct_streams: bool) -> TestServer {
+    TestServer::start(move |listener, signal| {
         let config = clock_sse::Config {
             tick_interval: Duration::from_millis(50),
+            server: paths(direct_streams),
             ..clock_sse::Config::default()
         };
         clock_sse::run(listener, config, signal)
@@ -118,7 +128,7 @@ async fn next_id(stream: &mut EventStream) -> u64 {
 /// server accepts, so every browser's automatic reconnect was refused with 400 for good.
 #[tokio::test]
 async fn a_clients_last_event_id_does_not_change_the_ids_others_get() {
-    let clock = fast_clock().await;
+    let clock = fast_clock(false).await;
     let url = clock.url("/events");
     let _attacker = within(EventStream::connect(
         &url,
@@ -152,7 +162,7 @@ async fn a_clients_last_event_id_does_not_change_the_ids_others_get() {
 /// tick at once, like a new client: it neither waits for its made-up time nor changes the clock.
 #[tokio::test]
 async fn a_last_event_id_from_the_future_starts_that_client_at_the_current_tick() {
-    let clock = fast_clock().await;
+    let clock = fast_clock(false).await;
     let future = (now_ms() + 86_400_000).to_string();
     let mut stream = within(EventStream::connect(
         &clock.url("/events"),
@@ -243,25 +253,54 @@ async fn the_rooms_client_limit_holds_under_simultaneous_handshakes() {
 
 // --- every demo: Host (DNS rebinding, RFC 9112 section 3.2) ------------------------------------
 
-/// The four demos, each on a free port, with their default configuration.
-async fn every_demo() -> Vec<(&'static str, TestServer)> {
+/// The four demos, each on a free port, with their default configuration but for the path.
+async fn every_demo(direct_streams: bool) -> Vec<(&'static str, TestServer)> {
+    let server = paths(direct_streams);
+    let (clock, chat, ticker) = (server.clone(), server.clone(), server.clone());
     vec![
         (
             "clock-sse",
-            TestServer::start(|l, s| clock_sse::run(l, clock_sse::Config::default(), s)).await,
+            TestServer::start(move |l, s| {
+                let config = clock_sse::Config {
+                    server: clock,
+                    ..clock_sse::Config::default()
+                };
+                clock_sse::run(l, config, s)
+            })
+            .await,
         ),
         (
             "echo-ws",
-            TestServer::start(|l, s| echo_ws::run(l, echo_ws::Config::default(), s)).await,
+            TestServer::start(move |l, s| {
+                let config = echo_ws::Config {
+                    server,
+                    ..echo_ws::Config::default()
+                };
+                echo_ws::run(l, config, s)
+            })
+            .await,
         ),
         (
             "chat-sse",
-            TestServer::start(|l, s| chat_sse::run(l, chat_sse::Config::default(), s)).await,
+            TestServer::start(move |l, s| {
+                let config = chat_sse::Config {
+                    server: chat,
+                    ..chat_sse::Config::default()
+                };
+                chat_sse::run(l, config, s)
+            })
+            .await,
         ),
         (
             "stock-ticker",
-            TestServer::start(|l, s| stock_ticker::run(l, stock_ticker::Config::default(), s))
-                .await,
+            TestServer::start(move |l, s| {
+                let config = stock_ticker::Config {
+                    server: ticker,
+                    ..stock_ticker::Config::default()
+                };
+                stock_ticker::run(l, config, s)
+            })
+            .await,
         ),
     ]
 }
@@ -314,7 +353,9 @@ fn rebinding_requests(demo: &str, host: &str) -> Vec<String> {
 /// the same requests with the server's address as `Host` are served.
 #[tokio::test]
 async fn a_rebinding_pages_requests_get_421_on_every_demo() {
-    for (demo, server) in every_demo().await {
+    let mut demos = every_demo(false).await;
+    demos.extend(every_demo(true).await);
+    for (demo, server) in demos {
         let port = server.addr.port();
         for request in rebinding_requests(demo, &format!("evil.example:{port}")) {
             let answer = exchange(server.addr, request.as_bytes()).await;
@@ -370,19 +411,20 @@ async fn a_name_given_with_allow_host_is_answered() {
 /// two, is a `400` with a JSON error, whether hyper or the direct path would have answered it.
 #[tokio::test]
 async fn a_request_without_host_or_with_two_is_400_on_both_paths() {
-    let clock = fast_clock().await;
-    for accept in ["", "Accept: text/event-stream\r\n"] {
-        for hosts in [
-            "",
-            "Host: 127.0.0.1\r\nHost: 127.0.0.1\r\n",
-            "Host: 127.0.0.1\r\nHost: evil.example\r\n",
-        ] {
-            let request =
-                format!("GET /events HTTP/1.1\r\n{hosts}{accept}Connection: close\r\n\r\n");
-            let answer = exchange(clock.addr, request.as_bytes()).await;
-            let (status, json) = whole_json(&answer);
-            assert_eq!(status, 400, "{request:?}");
-            assert!(json["error"].as_str().expect("error").contains("Host"));
+    for clock in [fast_clock(false).await, fast_clock(true).await] {
+        for accept in ["", "Accept: text/event-stream\r\n"] {
+            for hosts in [
+                "",
+                "Host: 127.0.0.1\r\nHost: 127.0.0.1\r\n",
+                "Host: 127.0.0.1\r\nHost: evil.example\r\n",
+            ] {
+                let request =
+                    format!("GET /events HTTP/1.1\r\n{hosts}{accept}Connection: close\r\n\r\n");
+                let answer = exchange(clock.addr, request.as_bytes()).await;
+                let (status, json) = whole_json(&answer);
+                assert_eq!(status, 400, "{request:?}");
+                assert!(json["error"].as_str().expect("error").contains("Host"));
+            }
         }
     }
 }
@@ -511,7 +553,7 @@ async fn a_body_that_stops_arriving_gets_408_and_the_connection_closes() {
 /// arrived yet) got "connection reset" instead of the `400` it was meant to read.
 #[tokio::test]
 async fn a_refusal_is_read_in_full_despite_pipelined_bytes() {
-    let clock = fast_clock().await;
+    let clock = fast_clock(true).await;
     let mut request = b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\
                         Last-Event-ID: not-a-number\r\n\r\n"
         .to_vec();

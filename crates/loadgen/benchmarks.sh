@@ -66,12 +66,14 @@ once() { # once <label> <demo and its options> <scenario> <url> [loadgen options
 
 sse=http://127.0.0.1:PORT
 ws=ws://127.0.0.1:PORT
-once "clock-sse: $most idle streams" clock-sse sse-idle "$sse/events" --clients "$most"
-once "clock-sse: $many idle streams through hyper (--plain: no Accept header)" clock-sse sse-idle "$sse/events" --clients "$many" --plain
+once "clock-sse --direct-streams: $most idle streams" "clock-sse --direct-streams" sse-idle "$sse/events" --clients "$most"
+once "clock-sse --direct-streams: $many idle streams through hyper (--plain: no Accept header)" "clock-sse --direct-streams" sse-idle "$sse/events" --clients "$many" --plain
+once "clock-sse (the default, hyper): $many idle streams" clock-sse sse-idle "$sse/events" --clients "$many"
 once "clock-sse: tick spread, 1000 clients" clock-sse clock-spread "$sse/events" --clients 1000 --ticks 20
 once "clock-sse: tick spread, $many clients" clock-sse clock-spread "$sse/events" --clients "$many" --ticks 20
 once "chat-sse: fan-out to 1000 streams" chat-sse chat-fanout "$sse" --clients 1000 --rounds "$rounds"
 once "chat-sse: fan-out to $many streams" chat-sse chat-fanout "$sse" --clients "$many" --rounds "$rounds"
+once "chat-sse --direct-streams: fan-out to $many streams" "chat-sse --direct-streams" chat-fanout "$sse" --clients "$many" --rounds "$rounds"
 once "echo-ws: $many idle room sockets" "echo-ws --max-clients 20000" ws-idle "$ws/ws" --clients "$many"
 once "echo-ws: broadcast to 1000 sockets" echo-ws ws-fanout "$ws/ws" --clients 1000 --rounds "$rounds"
 once "echo-ws: broadcast to $many sockets" "echo-ws --max-clients 20000" ws-fanout "$ws/ws" --clients "$many" --rounds "$rounds"

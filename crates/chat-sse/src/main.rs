@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use clap::Parser;
-use realtime_kit::config::{self, ListenArgs};
+use realtime_kit::ServerOptions;
+use realtime_kit::config::{self, DirectStreamArgs, ListenArgs};
 use realtime_kit::request::Cors;
 
 /// A chat room over Server-Sent Events: POST a message, every open stream receives it.
@@ -13,6 +14,9 @@ use realtime_kit::request::Cors;
 struct Args {
     #[command(flatten)]
     listen: ListenArgs,
+
+    #[command(flatten)]
+    streams: DirectStreamArgs,
 
     /// Messages kept in memory for reconnecting clients and `GET /messages`.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -41,7 +45,10 @@ async fn main() -> realtime_kit::Result<()> {
     let args = Args::parse();
     config::init_tracing();
     let cors = Cors::allow(&args.allow_origins)?;
-    let server = args.listen.server_options()?;
+    let server = ServerOptions {
+        direct_streams: args.streams.direct_streams,
+        ..args.listen.server_options()?
+    };
     let listener = config::listen("chat-sse", chat_sse::DEFAULT_PORT, &args.listen).await?;
     let chat = chat_sse::Config {
         history: args.history as usize,

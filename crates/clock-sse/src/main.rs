@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use clap::Parser;
-use realtime_kit::config::{self, ListenArgs};
+use realtime_kit::ServerOptions;
+use realtime_kit::config::{self, DirectStreamArgs, ListenArgs};
 
 /// A clock that ticks once a second over Server-Sent Events.
 #[derive(Debug, Parser)]
@@ -12,6 +13,9 @@ use realtime_kit::config::{self, ListenArgs};
 struct Args {
     #[command(flatten)]
     listen: ListenArgs,
+
+    #[command(flatten)]
+    streams: DirectStreamArgs,
 
     /// How long a browser waits before reconnecting (sent as `retry:`), in milliseconds.
     #[arg(long, default_value_t = 3000)]
@@ -22,7 +26,10 @@ struct Args {
 async fn main() -> realtime_kit::Result<()> {
     let args = Args::parse();
     config::init_tracing();
-    let server = args.listen.server_options()?;
+    let server = ServerOptions {
+        direct_streams: args.streams.direct_streams,
+        ..args.listen.server_options()?
+    };
     let listener = config::listen("clock-sse", clock_sse::DEFAULT_PORT, &args.listen).await?;
     let clock = clock_sse::Config {
         retry: Duration::from_millis(args.retry_ms),

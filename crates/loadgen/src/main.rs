@@ -84,8 +84,9 @@ pub(crate) struct Common {
     json_file: Option<PathBuf>,
 
     /// SSE scenarios: request the stream without `Accept: text/event-stream`, as curl does.
-    /// The kit serves requests that carry it on its own direct path and the others through
-    /// hyper (see realtime-kit's direct.rs), so this measures hyper's path.
+    /// A demo started with `--direct-streams` serves requests that carry it on the kit's own
+    /// direct path and the others through hyper (see realtime-kit's direct.rs), so this
+    /// measures hyper's path in the same process.
     #[arg(long, global = true)]
     plain: bool,
 }

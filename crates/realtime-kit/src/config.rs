@@ -33,6 +33,16 @@ pub struct ListenArgs {
     pub allow_hosts: Vec<String>,
 }
 
+/// `--direct-streams`, for the demos that serve event streams. Flatten it beside [`ListenArgs`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct DirectStreamArgs {
+    /// Write event streams on the kit's direct path instead of through hyper: an idle stream
+    /// then costs about a third of the memory, which matters for tens of thousands of them.
+    /// Without it, hyper serves every request. The answers are the same.
+    #[arg(long, env = "DIRECT_STREAMS")]
+    pub direct_streams: bool,
+}
+
 impl ListenArgs {
     /// The server options these arguments ask for: the default limits, and the host names.
     pub fn server_options(&self) -> Result<ServerOptions, InvalidHost> {

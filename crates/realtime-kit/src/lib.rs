@@ -6,7 +6,7 @@
 //! | [`sse`] | an [`sse::Event`] encoded to `Bytes` once and written to many clients, and the streaming response |
 //! | [`parser`] | the client side of SSE: a streaming parser that follows the WHATWG rules |
 //! | [`client`] | a small HTTP client over hyper for tests, examples and the load generator |
-//! | [`server`] | the accept loop, per-connection tasks and graceful [`Shutdown`]; event streams are written straight to the socket |
+//! | [`server`] | the accept loop, per-connection tasks and graceful [`Shutdown`]; on request, event streams written straight to the socket |
 //! | [`host`] | the `Host` names the server answers: the defence against DNS rebinding, and HTTP/1.1's `Host` rules |
 //! | [`request`] | a JSON body read with a Content-Type check, a size limit and a deadline, and CORS for listed origins |
 //! | [`respond`] | HTML pages from askama templates, JSON, and errors as `{"error": ...}` |

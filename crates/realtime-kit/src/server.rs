@@ -90,6 +90,13 @@ pub struct ServerOptions {
     pub limits: ConnectionLimits,
     /// The `Host` names answered besides IP literals and `localhost` (see [`crate::host`]).
     pub hosts: AllowedHosts,
+    /// Whether a browser's request for an event stream is answered on the kit's direct path
+    /// (`src/direct.rs` says how and why) instead of by hyper. Off by
+    /// default: hyper then serves every request, which is the path to read, copy and debug
+    /// with curl. On, an idle stream costs about a third of the memory (the book's chapter
+    /// "How many clients can one server hold?" has the figures): worth it for tens of
+    /// thousands of open streams, not for a few hundred. The answers are the same.
+    pub direct_streams: bool,
 }
 
 // ANCHOR: shutdown
@@ -184,7 +191,11 @@ pub async fn serve_with<H, F>(
     H: Fn(Request<RequestBody>) -> F + Clone + Send + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let ServerOptions { limits, hosts } = options;
+    let ServerOptions {
+        limits,
+        hosts,
+        direct_streams,
+    } = options;
     // Checked here, before the handler, so that it holds on both paths and for every route.
     let hosts = Arc::new(hosts);
     let handler = move |request: Request<RequestBody>| match hosts.check(&request) {
@@ -197,7 +208,7 @@ pub async fn serve_with<H, F>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let connection =
-                        serve_connection(stream, limits, handler.clone(), shutdown.clone());
+                        serve_connection(stream, limits, direct_streams, handler.clone(), shutdown.clone());
                     shutdown.spawn(connection);
                 }
                 Err(error) => {
@@ -229,6 +240,7 @@ pub async fn serve_with<H, F>(
 async fn serve_connection<H, F>(
     mut stream: TcpStream,
     limits: ConnectionLimits,
+    direct_streams: bool,
     handler: H,
     shutdown: Shutdown,
 ) where
@@ -239,6 +251,9 @@ async fn serve_connection<H, F>(
     // to batch them with data that may never come.
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "could not set TCP_NODELAY");
+    }
+    if !direct_streams {
+        return serve_with_hyper(stream, limits, handler, shutdown).await;
     }
     let started = tokio::time::Instant::now();
     match direct::sniff(&mut stream, limits.header_read_timeout).await {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use realtime_kit::sse::{Event, SseResponse};
-use realtime_kit::{Gauge, RequestBody, Shutdown, respond, serve};
+use realtime_kit::{Gauge, RequestBody, ServerOptions, Shutdown, respond, serve_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
@@ -62,7 +62,12 @@ impl Server {
                 async move { response }
             }
         };
-        let task = tokio::spawn(serve(
+        let options = ServerOptions {
+            direct_streams: true,
+            ..ServerOptions::default()
+        };
+        let task = tokio::spawn(serve_with(
+            options,
             listener,
             std::future::pending(),
             shutdown.clone(),

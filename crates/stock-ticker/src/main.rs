@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use clap::Parser;
-use realtime_kit::config::{self, ListenArgs};
+use realtime_kit::ServerOptions;
+use realtime_kit::config::{self, DirectStreamArgs, ListenArgs};
 use realtime_kit::ws::OriginPolicy;
 use stock_ticker::market::{self, SymbolSpec};
 
@@ -15,6 +16,9 @@ use stock_ticker::market::{self, SymbolSpec};
 struct Args {
     #[command(flatten)]
     listen: ListenArgs,
+
+    #[command(flatten)]
+    streams: DirectStreamArgs,
 
     /// Decides every price: the same seed gives the same market.
     #[arg(long, default_value_t = 2026)]
@@ -69,7 +73,10 @@ async fn main() -> realtime_kit::Result<()> {
         .fold(OriginPolicy::same_origin(), |origins, origin| {
             origins.allow(origin)
         });
-    let server = args.listen.server_options()?;
+    let server = ServerOptions {
+        direct_streams: args.streams.direct_streams,
+        ..args.listen.server_options()?
+    };
     config::init_tracing();
     let listener = config::listen("stock-ticker", stock_ticker::DEFAULT_PORT, &args.listen).await?;
     let ticker = stock_ticker::Config {
