@@ -534,7 +534,7 @@ async fn read_server_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
 #[tokio::test]
 async fn foreign_origin_is_refused_with_403() {
     let server = TestEcho::start(Config {
-        origins: OriginPolicy::same_origin().allow("http://localhost:5173"),
+        origins: OriginPolicy::allow(["http://localhost:5173"]).expect("an origin"),
         ..Config::default()
     })
     .await;

@@ -39,7 +39,9 @@ use futures_util::Stream;
 use http::{Method, Request, Response, StatusCode, header};
 use realtime_kit::request::{self, Cors};
 use realtime_kit::sse::{self, Event, MAX_EVENT_ID, SseResponse};
-use realtime_kit::{Body, Gauge, GaugeGuard, RequestBody, ServerOptions, Shutdown, respond};
+use realtime_kit::{
+    Gauge, GaugeGuard, RequestBody, ResponseBody, ServerOptions, Shutdown, respond,
+};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -131,7 +133,7 @@ struct App {
 
 impl App {
     // ANCHOR: routes
-    async fn handle(&self, request: Request<RequestBody>) -> Response<Body> {
+    async fn handle(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         // Kept before a POST's body is read (which consumes the request): see the end.
@@ -176,7 +178,7 @@ impl App {
     // ANCHOR: post
     /// `POST /messages`: check the body completely, and only then store and broadcast it, so a
     /// refused request changes nothing.
-    async fn post_message(&self, request: Request<RequestBody>) -> Response<Body> {
+    async fn post_message(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         let posted: NewMessage = match request::read_json(request, MAX_BODY_BYTES).await {
             Ok(posted) => posted,
             Err(rejection) => return rejection.into_response(),
@@ -190,7 +192,7 @@ impl App {
 
     // ANCHOR: events
     /// `GET /events`: one client's stream: what it missed (or a backlog), then live events.
-    fn events(&self, request: &Request<RequestBody>) -> Response<Body> {
+    fn events(&self, request: &Request<RequestBody>) -> Response<ResponseBody> {
         // A reconnecting browser sends the id of the last event it received.
         let last_seen = match sse::last_event_id(request) {
             Ok(last_seen) => last_seen,
@@ -204,7 +206,7 @@ impl App {
     // ANCHOR_END: events
 
     /// `GET /messages?after=<id>`: the log as JSON, for clients that poll instead of streaming.
-    fn list_messages(&self, request: &Request<RequestBody>) -> Response<Body> {
+    fn list_messages(&self, request: &Request<RequestBody>) -> Response<ResponseBody> {
         match parse_after(request.uri().query()) {
             Ok(after) => {
                 let (stored, lost) = self.room.history(after);

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::sse::{self, Event, SseResponse};
-use realtime_kit::{Body, Gauge, RequestBody, ServerOptions, Shutdown, respond};
+use realtime_kit::{Gauge, RequestBody, ResponseBody, ServerOptions, Shutdown, respond};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -100,7 +100,7 @@ struct App {
 
 impl App {
     // ANCHOR: routes
-    fn handle(&self, request: &Request<RequestBody>) -> Response<Body> {
+    fn handle(&self, request: &Request<RequestBody>) -> Response<ResponseBody> {
         let path = request.uri().path();
         match (request.method(), path) {
             (&Method::GET, "/") => respond::html(&ClockPage {
@@ -118,7 +118,7 @@ impl App {
 
     // ANCHOR: events
     /// `GET /events`: one client's stream of ticks.
-    fn events(&self, request: &Request<RequestBody>) -> Response<Body> {
+    fn events(&self, request: &Request<RequestBody>) -> Response<ResponseBody> {
         // A browser that reconnects sends the id of the last tick it saw. It only chooses what
         // this client is sent (see `Clock::subscribe`); it changes nothing another client gets.
         let seen = match sse::last_event_id(request) {

@@ -39,7 +39,9 @@ use askama::Template;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::ws::{self, Beat, Heartbeat, Limits, OriginPolicy, WebSocket};
-use realtime_kit::{Body, Gauge, GaugeGuard, RequestBody, ServerOptions, Shutdown, respond};
+use realtime_kit::{
+    Gauge, GaugeGuard, RequestBody, ResponseBody, ServerOptions, Shutdown, respond,
+};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -89,7 +91,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            origins: OriginPolicy::same_origin(),
+            origins: OriginPolicy::same_origin_only(),
             // A room socket mostly waits, so its read buffer is most of what an idle client
             // costs: 1 KiB instead of the kit's 4 saves 3 KiB per client. Messages up to 1 KiB
             // (most chat lines) still take one read; a 64 KiB message takes 64 reads instead of
@@ -148,7 +150,7 @@ struct App {
 
 impl App {
     // ANCHOR: routes
-    fn handle(self: &Arc<Self>, request: Request<RequestBody>) -> Response<Body> {
+    fn handle(self: &Arc<Self>, request: Request<RequestBody>) -> Response<ResponseBody> {
         let path = request.uri().path().to_owned();
         match (request.method(), path.as_str()) {
             (&Method::GET, "/") => respond::html(&RoomPage {
@@ -182,7 +184,7 @@ impl App {
     /// session, let every handshake that arrived in between through (60 at once against a limit
     /// of 20 got up to 60 `101`s). If the handshake is refused or the client leaves before the
     /// upgrade, the closure and the guard in it are dropped, and the place is free again.
-    fn join_room(self: &Arc<Self>, request: Request<RequestBody>) -> Response<Body> {
+    fn join_room(self: &Arc<Self>, request: Request<RequestBody>) -> Response<ResponseBody> {
         let Some(place) = self.room.clients.try_enter(self.config.max_clients) else {
             return respond::error(
                 StatusCode::SERVICE_UNAVAILABLE,

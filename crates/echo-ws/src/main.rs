@@ -36,12 +36,7 @@ async fn main() -> realtime_kit::Result<()> {
     config::init_tracing();
     let server = args.listen.server_options()?;
     let listener = config::listen("echo-ws", echo_ws::DEFAULT_PORT, &args.listen).await?;
-    let origins = args
-        .allow_origins
-        .iter()
-        .fold(OriginPolicy::same_origin(), |policy, origin| {
-            policy.allow(origin)
-        });
+    let origins = OriginPolicy::allow(&args.allow_origins)?;
     let room = echo_ws::Config {
         origins,
         max_clients: args.max_clients,

@@ -18,7 +18,7 @@ use futures_util::Stream;
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::request::read_json;
 use realtime_kit::sse::{Event, SseResponse};
-use realtime_kit::{Body, RequestBody, Shutdown, respond};
+use realtime_kit::{ResponseBody, RequestBody, Shutdown, respond};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -92,7 +92,7 @@ impl Room {
 }
 
 impl App {
-    async fn handle(&self, request: Request<RequestBody>) -> Response<Body> {
+    async fn handle(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         match (request.method(), request.uri().path()) {
             (&Method::POST, "/send") => self.send(request).await,
             (&Method::GET, "/events") => self.events(&request),
@@ -100,7 +100,7 @@ impl App {
         }
     }
 
-    async fn send(&self, request: Request<RequestBody>) -> Response<Body> {
+    async fn send(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         let posted: Posted = match read_json(request, MAX_BODY).await {
             Ok(posted) => posted,
             Err(rejection) => return rejection.into_response(),
@@ -130,7 +130,7 @@ impl App {
         &self,
         // Unread until the TODO below is done.
         #[allow(unused_variables)] request: &Request<B>,
-    ) -> Response<Body> {
+    ) -> Response<ResponseBody> {
         // TODO: read the client's `Last-Event-ID` (400 with a JSON error when malformed) and
         // send the kept messages above it (`Room::since`) before the live ones. Take both from
         // the room under ONE lock, or a message posted in between is lost or sent twice.

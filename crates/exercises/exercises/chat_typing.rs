@@ -18,7 +18,7 @@ use futures_util::Stream;
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::request::read_json;
 use realtime_kit::sse::{Event, SseResponse};
-use realtime_kit::{Body, RequestBody, Shutdown, respond};
+use realtime_kit::{ResponseBody, RequestBody, Shutdown, respond};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -70,7 +70,7 @@ struct App {
 }
 
 impl App {
-    async fn handle(&self, request: Request<RequestBody>) -> Response<Body> {
+    async fn handle(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         match (request.method(), request.uri().path()) {
             (&Method::POST, "/send") => self.send(request).await,
             // TODO: route `POST /typing` to `self.typing`.
@@ -81,7 +81,7 @@ impl App {
         }
     }
 
-    async fn send(&self, request: Request<RequestBody>) -> Response<Body> {
+    async fn send(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         let posted: Posted = match read_json(request, MAX_BODY).await {
             Ok(posted) => posted,
             Err(rejection) => return rejection.into_response(),
@@ -103,7 +103,7 @@ impl App {
 
     // Unused until the TODOs are done.
     #[allow(dead_code, unused_variables)]
-    async fn typing(&self, request: Request<RequestBody>) -> Response<Body> {
+    async fn typing(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         // TODO: read the JSON body (like `send` does), check the name, and broadcast a named
         // `typing` event with data `{"name":..}`. Should it carry an `id`? Read the goal above.
         respond::error(StatusCode::NOT_IMPLEMENTED, "typing is not implemented yet")

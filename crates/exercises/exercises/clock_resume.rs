@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http::{Method, Request, Response};
 use realtime_kit::sse::{Event, SseResponse};
-use realtime_kit::{Body, Shutdown, respond};
+use realtime_kit::{ResponseBody, Shutdown, respond};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -54,7 +54,7 @@ struct App {
 }
 
 impl App {
-    fn handle<B>(&self, request: &Request<B>) -> Response<Body> {
+    fn handle<B>(&self, request: &Request<B>) -> Response<ResponseBody> {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/events") => self.events(request),
             (_, path) => respond::not_found(path),
@@ -65,7 +65,7 @@ impl App {
         &self,
         // Unread until the TODO below is done.
         #[allow(unused_variables)] request: &Request<B>,
-    ) -> Response<Body> {
+    ) -> Response<ResponseBody> {
         // TODO: read the client's `Last-Event-ID` (answer 400 with a JSON error when it is not a
         // valid id), and pass it on as `seen` when it is an id this server can have sent (not
         // above the latest tick's). Today every client is treated as new.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response};
 use realtime_kit::ws::{self, Limits, OriginPolicy, WebSocket};
-use realtime_kit::{Body, RequestBody, Shutdown, respond};
+use realtime_kit::{ResponseBody, RequestBody, Shutdown, respond};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -36,13 +36,13 @@ struct App {
 }
 
 impl App {
-    fn handle(&self, request: Request<RequestBody>) -> Response<Body> {
+    fn handle(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/echo") => {
                 let shutdown = self.shutdown.clone();
                 // 64 KiB per message at most: a bigger one is closed with 1009 by the kit.
                 let limits = Limits::with_max_message_size(64 * 1024);
-                let origins = OriginPolicy::same_origin();
+                let origins = OriginPolicy::same_origin_only();
                 ws::upgrade(request, &origins, limits, &self.shutdown, move |socket| {
                     echo(socket, shutdown)
                 })

@@ -24,7 +24,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response};
 use realtime_kit::ws::{self, Limits, OriginPolicy, WebSocket};
-use realtime_kit::{Body, RequestBody, Shutdown, respond};
+use realtime_kit::{ResponseBody, RequestBody, Shutdown, respond};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -103,13 +103,13 @@ struct App {
 }
 
 impl App {
-    fn handle(&self, request: Request<RequestBody>) -> Response<Body> {
+    fn handle(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/quotes/ws") => {
                 let quotes = self.quotes.subscribe();
                 let shutdown = self.shutdown.clone();
                 let limits = Limits::with_max_message_size(MAX_COMMAND);
-                let origins = OriginPolicy::same_origin();
+                let origins = OriginPolicy::same_origin_only();
                 ws::upgrade(request, &origins, limits, &self.shutdown, move |socket| {
                     session(socket, quotes, shutdown)
                 })

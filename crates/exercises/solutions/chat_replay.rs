@@ -18,7 +18,7 @@ use futures_util::{Stream, StreamExt};
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::request::read_json;
 use realtime_kit::sse::{self, Event, SseResponse};
-use realtime_kit::{Body, RequestBody, Shutdown, respond};
+use realtime_kit::{ResponseBody, RequestBody, Shutdown, respond};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -93,7 +93,7 @@ impl Room {
 }
 
 impl App {
-    async fn handle(&self, request: Request<RequestBody>) -> Response<Body> {
+    async fn handle(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         match (request.method(), request.uri().path()) {
             (&Method::POST, "/send") => self.send(request).await,
             (&Method::GET, "/events") => self.events(&request),
@@ -101,7 +101,7 @@ impl App {
         }
     }
 
-    async fn send(&self, request: Request<RequestBody>) -> Response<Body> {
+    async fn send(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         let posted: Posted = match read_json(request, MAX_BODY).await {
             Ok(posted) => posted,
             Err(rejection) => return rejection.into_response(),
@@ -127,7 +127,7 @@ impl App {
         respond::json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id }))
     }
 
-    fn events<B>(&self, request: &Request<B>) -> Response<Body> {
+    fn events<B>(&self, request: &Request<B>) -> Response<ResponseBody> {
         let seen = match sse::last_event_id(request) {
             Ok(seen) => seen,
             Err(error) => return respond::error(StatusCode::BAD_REQUEST, error),

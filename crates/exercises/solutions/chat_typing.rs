@@ -18,7 +18,7 @@ use futures_util::Stream;
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::request::read_json;
 use realtime_kit::sse::{Event, SseResponse};
-use realtime_kit::{Body, RequestBody, Shutdown, respond};
+use realtime_kit::{ResponseBody, RequestBody, Shutdown, respond};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -68,7 +68,7 @@ struct App {
 }
 
 impl App {
-    async fn handle(&self, request: Request<RequestBody>) -> Response<Body> {
+    async fn handle(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         match (request.method(), request.uri().path()) {
             (&Method::POST, "/send") => self.send(request).await,
             (&Method::POST, "/typing") => self.typing(request).await,
@@ -79,7 +79,7 @@ impl App {
         }
     }
 
-    async fn send(&self, request: Request<RequestBody>) -> Response<Body> {
+    async fn send(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         let posted: Posted = match read_json(request, MAX_BODY).await {
             Ok(posted) => posted,
             Err(rejection) => return rejection.into_response(),
@@ -99,7 +99,7 @@ impl App {
         respond::json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id }))
     }
 
-    async fn typing(&self, request: Request<RequestBody>) -> Response<Body> {
+    async fn typing(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         let typing: Typing = match read_json(request, MAX_BODY).await {
             Ok(typing) => typing,
             Err(rejection) => return rejection.into_response(),

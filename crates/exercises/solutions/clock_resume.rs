@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::sse::{self, Event, SseResponse};
-use realtime_kit::{Body, Shutdown, respond};
+use realtime_kit::{ResponseBody, Shutdown, respond};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -54,14 +54,14 @@ struct App {
 }
 
 impl App {
-    fn handle<B>(&self, request: &Request<B>) -> Response<Body> {
+    fn handle<B>(&self, request: &Request<B>) -> Response<ResponseBody> {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/events") => self.events(request),
             (_, path) => respond::not_found(path),
         }
     }
 
-    fn events<B>(&self, request: &Request<B>) -> Response<Body> {
+    fn events<B>(&self, request: &Request<B>) -> Response<ResponseBody> {
         // The kit parses the header: absent is `None`, a number up to 2^53 - 1 is `Some`.
         let claimed = match sse::last_event_id(request) {
             Ok(claimed) => claimed,

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http::{Method, Request, Response};
 use realtime_kit::sse::{Event, SseResponse};
-use realtime_kit::{Body, Shutdown, respond};
+use realtime_kit::{ResponseBody, Shutdown, respond};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -54,14 +54,14 @@ struct App {
 }
 
 impl App {
-    fn handle<B>(&self, request: &Request<B>) -> Response<Body> {
+    fn handle<B>(&self, request: &Request<B>) -> Response<ResponseBody> {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/events") => self.events(),
             (_, path) => respond::not_found(path),
         }
     }
 
-    fn events(&self) -> Response<Body> {
+    fn events(&self) -> Response<ResponseBody> {
         let mut response = SseResponse::new(ticks(self.latest.clone()), &self.shutdown);
         // `retry:` goes once, before any event: the browser remembers it for this EventSource.
         if let Some(delay) = self.config.retry {

@@ -39,7 +39,7 @@ use hyper::body::Frame;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::server::{Body, ConnectionLimits, RequestBody, Shutdown};
+use crate::server::{ConnectionLimits, RequestBody, ResponseBody, Shutdown};
 
 /// The most of a request head the kit looks at. A browser's request for an event stream is well
 /// under 1 KiB; a longer head (large cookies) is left to hyper.
@@ -172,7 +172,7 @@ pub(crate) async fn answer<H, F>(
 ) -> io::Result<()>
 where
     H: Fn(Request<RequestBody>) -> F,
-    F: Future<Output = Response<Body>>,
+    F: Future<Output = Response<ResponseBody>>,
 {
     let response = handler(request).await;
     let is_stream = response.status() == StatusCode::OK
@@ -196,7 +196,7 @@ where
 async fn write_stream(
     stream: &TcpStream,
     mut pending: Vec<u8>,
-    mut body: Body,
+    mut body: ResponseBody,
     limits: ConnectionLimits,
     shutdown: &Shutdown,
 ) -> io::Result<bool> {
@@ -241,7 +241,7 @@ const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Appends every frame `body` has ready, up to [`BATCH_LIMIT`]; true if the body has ended
 /// (and the last chunk has been appended).
-fn gather(body: &mut Body, pending: &mut Vec<u8>) -> bool {
+fn gather(body: &mut ResponseBody, pending: &mut Vec<u8>) -> bool {
     while pending.len() < BATCH_LIMIT {
         match body.frame().now_or_never() {
             None => return false,
@@ -330,7 +330,7 @@ const LINGER_BYTES: usize = 64 * 1024;
 /// the lingering close of RFC 9112 section 9.6.
 async fn write_whole(
     mut stream: TcpStream,
-    response: Response<Body>,
+    response: Response<ResponseBody>,
     limits: ConnectionLimits,
 ) -> io::Result<()> {
     let (parts, body) = response.into_parts();

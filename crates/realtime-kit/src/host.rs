@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderValue};
 use http::{Request, StatusCode, Version};
 
-use crate::request::Rejection;
+use crate::respond::Rejection;
 
 // ANCHOR: allowed_hosts
 /// The `Host` names a server answers, besides IP literals and `localhost`.

@@ -28,9 +28,10 @@ pub mod sse;
 pub mod ws;
 
 pub use host::AllowedHosts;
+pub use respond::Rejection;
 pub use server::{
-    Body, BodyError, BodyTimeout, ConnectionLimits, Gauge, GaugeGuard, RequestBody, ServerOptions,
-    Shutdown, serve, serve_with,
+    BodyError, BodyTimeout, ConnectionLimits, Gauge, GaugeGuard, RequestBody, ResponseBody,
+    ServerOptions, Shutdown, serve, serve_with,
 };
 
 /// The error type of fallible functions at the edge of a program (`main`, examples, tests): any

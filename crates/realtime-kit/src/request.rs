@@ -19,60 +19,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
-use crate::respond;
-use crate::server::{Body, BodyError, BodyTimeout};
-
-// ANCHOR: rejection
-/// A request the server refuses to act on, with the status and the sentence that say why.
-/// Turn it into the response with [`Rejection::into_response`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    status: StatusCode,
-    message: String,
-}
-
-impl Rejection {
-    /// A rejection with this status and message.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-
-    /// The status code the response will carry.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// The sentence for the person who sent the request.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The `{"error": ...}` response. A `408` also says `Connection: close`, as RFC 9110
-    /// section 15.5.9 asks: the rest of a late body may still be on its way, so the connection
-    /// cannot carry another request.
-    pub fn into_response(self) -> Response<Body> {
-        let close = self.status == StatusCode::REQUEST_TIMEOUT;
-        let mut response = respond::error(self.status, self.message);
-        if close {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        response
-    }
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.status, self.message)
-    }
-}
-
-impl std::error::Error for Rejection {}
-// ANCHOR_END: rejection
+use crate::respond::{self, Rejection};
+use crate::server::{BodyError, BodyTimeout, ResponseBody};
 
 // ANCHOR: read_json
 /// Reads the request body as a JSON object into `T`, refusing it with the status a client can
@@ -243,11 +191,9 @@ impl Cors {
     pub fn allow<S: AsRef<str>>(
         origins: impl IntoIterator<Item = S>,
     ) -> Result<Self, InvalidOrigin> {
-        let allowed = origins
-            .into_iter()
-            .map(|origin| parse_origin(origin.as_ref()))
-            .collect::<Result<_, _>>()?;
-        Ok(Self { allowed })
+        Ok(Self {
+            allowed: parse_origins(origins)?,
+        })
     }
 
     /// Whether any origin is allowed at all.
@@ -282,7 +228,7 @@ impl Cors {
     /// allowed origin gets `204` with the `Access-Control-Allow-*` headers; from any other
     /// origin it gets `403` with no CORS headers, so the browser refuses the real request. A
     /// plain `OPTIONS` gets `204` with `Allow`, as HTTP describes.
-    pub fn preflight<B>(&self, request: &Request<B>, methods: &[Method]) -> Response<Body> {
+    pub fn preflight<B>(&self, request: &Request<B>, methods: &[Method]) -> Response<ResponseBody> {
         let allow = methods
             .iter()
             .map(Method::as_str)
@@ -346,6 +292,17 @@ impl fmt::Display for InvalidOrigin {
 }
 
 impl std::error::Error for InvalidOrigin {}
+
+/// Parses every origin of a list, as [`Cors::allow`] and [`crate::ws::OriginPolicy::allow`]
+/// take them; the first that is not an origin is the error.
+pub(crate) fn parse_origins<S: AsRef<str>>(
+    origins: impl IntoIterator<Item = S>,
+) -> Result<Vec<HeaderValue>, InvalidOrigin> {
+    origins
+        .into_iter()
+        .map(|origin| parse_origin(origin.as_ref()))
+        .collect()
+}
 
 /// Checks that `text` is a serialised origin (`http://host[:port]` or `https://...`) and
 /// returns it lower-cased, the way browsers send it.

@@ -41,7 +41,7 @@ use crate::host::AllowedHosts;
 
 /// The body type of every response in the workspace: a full body or an endless event stream,
 /// behind one boxed type so a handler can return either.
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// The body type of every request a handler gets: hyper's incoming body, boxed, so that a
 /// request the kit parsed itself (its direct path for event streams) has the same type. Reading
@@ -168,7 +168,7 @@ pub async fn serve<H, F>(
     handler: H,
 ) where
     H: Fn(Request<RequestBody>) -> F + Clone + Send + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     serve_with(
         ServerOptions::default(),
@@ -189,7 +189,7 @@ pub async fn serve_with<H, F>(
     handler: H,
 ) where
     H: Fn(Request<RequestBody>) -> F + Clone + Send + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     let ServerOptions {
         limits,
@@ -245,7 +245,7 @@ async fn serve_connection<H, F>(
     shutdown: Shutdown,
 ) where
     H: Fn(Request<RequestBody>) -> F + Send + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     // Push servers write small messages that must leave now, not wait for Nagle's algorithm
     // to batch them with data that may never come.
@@ -285,7 +285,7 @@ async fn serve_with_hyper<H, F>(
     shutdown: Shutdown,
 ) where
     H: Fn(Request<RequestBody>) -> F + Send + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     let body_limit = limits.body_read_timeout;
     let service = service_fn(move |request: Request<Incoming>| {

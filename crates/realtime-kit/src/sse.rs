@@ -22,11 +22,11 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http::{Request, Response, header};
 use http_body_util::BodyExt;
-use hyper::body::{Body as HttpBody, Frame};
+use hyper::body::{Body, Frame};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::server::{Body, Shutdown};
+use crate::server::{ResponseBody, Shutdown};
 
 /// How often an idle stream sends a comment when no default is chosen. A write is the only way
 /// a server learns that a silently vanished client is gone, and proxies commonly drop a response
@@ -266,7 +266,7 @@ impl SseResponse {
     }
 
     /// The `200 OK` response with the event-stream headers.
-    pub fn into_response(self) -> Response<Body> {
+    pub fn into_response(self) -> Response<ResponseBody> {
         let body = SseBody {
             first: self.retry.map(|delay| Event::new().retry(delay).encode()),
             events: self.events,
@@ -306,7 +306,7 @@ struct SseBody {
     done: bool,
 }
 
-impl HttpBody for SseBody {
+impl Body for SseBody {
     type Data = Bytes;
     type Error = Infallible;
 

@@ -32,8 +32,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::respond;
-use crate::server::{Body, Shutdown};
+use crate::request::{InvalidOrigin, parse_origins};
+use crate::respond::Rejection;
+use crate::server::{ResponseBody, Shutdown};
 
 /// A WebSocket on a connection that hyper has handed over after the `101`.
 pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
@@ -126,25 +127,32 @@ impl Limits {
 /// A request without `Origin` is not from a browser page (a command-line client, a test, another
 /// server) and is allowed: those clients could send any `Origin` they like, so refusing them
 /// would protect nothing. Authentication, where a demo needs it, is a separate matter.
+///
+/// It is built like [`crate::request::Cors`], the same list for the same idea: same origin only
+/// by default, or [`OriginPolicy::allow`] with origins written as browsers send them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OriginPolicy {
     /// Origins allowed besides the server's own, in ASCII lowercase, e.g.
     /// `https://app.example.com` (scheme, host and port if not the default: what browsers send).
-    also_allowed: Vec<String>,
+    also_allowed: Vec<HeaderValue>,
 }
 
 impl OriginPolicy {
     /// Allows pages of this server's own origin only.
-    pub fn same_origin() -> Self {
+    pub fn same_origin_only() -> Self {
         Self::default()
     }
 
-    /// Also allows pages served from `origin` (e.g. `http://localhost:5173`). `*` allows any
-    /// origin, which turns the protection off; say so where you use it.
-    pub fn allow(mut self, origin: &str) -> Self {
-        self.also_allowed
-            .push(origin.trim_end_matches('/').to_ascii_lowercase());
-        self
+    /// Also allows pages served from these origins, each written as `http://host:port` or
+    /// `https://host` (e.g. `http://localhost:5173`). A path, a trailing `/`, a query or `*` is
+    /// refused, with a message saying what to write: there is no "allow every origin", which
+    /// would turn the protection off.
+    pub fn allow<S: AsRef<str>>(
+        origins: impl IntoIterator<Item = S>,
+    ) -> Result<Self, InvalidOrigin> {
+        Ok(Self {
+            also_allowed: parse_origins(origins)?,
+        })
     }
 
     /// `Ok` when the request may proceed, otherwise a `403` refusal.
@@ -156,10 +164,11 @@ impl OriginPolicy {
     /// on that list too. The scheme is not compared, so
     /// the check also holds behind a proxy that terminates TLS (the page is `https`, we see
     /// plain HTTP).
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), Rejection> {
         let Some(origin) = headers.get(header::ORIGIN) else {
             return Ok(());
         };
+        let listed = self.also_allowed.contains(origin);
         let origin = origin.to_str().unwrap_or("").to_ascii_lowercase();
         let host = headers
             .get(header::HOST)
@@ -169,21 +178,16 @@ impl OriginPolicy {
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"));
         let same_origin = authority.is_some() && authority == host.as_deref();
-        let listed = self
-            .also_allowed
-            .iter()
-            .any(|allowed| allowed == "*" || *allowed == origin);
         if same_origin || listed {
             Ok(())
         } else {
-            Err(Refusal {
-                status: StatusCode::FORBIDDEN,
-                message: format!(
+            Err(Rejection::new(
+                StatusCode::FORBIDDEN,
+                format!(
                     "pages from origin {origin:?} may not connect here; \
                      start the server with --allow-origin {origin} to allow them"
                 ),
-                hint: None,
-            })
+            ))
         }
     }
 }
@@ -202,80 +206,39 @@ impl OriginPolicy {
 ///
 /// tungstenite does these checks in `create_response`; hyper does none of them, and
 /// tokio-tungstenite does not when it is given an already upgraded connection.
-pub fn handshake<B>(request: &Request<B>) -> Result<Response<Body>, Refusal> {
+pub fn handshake<B>(request: &Request<B>) -> Result<Response<ResponseBody>, Rejection> {
     use tungstenite::handshake::server::create_response_with_body;
     match create_response_with_body(request, || Empty::new().boxed_unsync()) {
         Ok(switching_protocols) => Ok(switching_protocols),
         Err(tungstenite::Error::Protocol(problem)) => Err(handshake_refusal(&problem)),
-        Err(other) => Err(Refusal {
-            status: StatusCode::BAD_REQUEST,
-            message: format!("bad WebSocket handshake: {other}"),
-            hint: None,
-        }),
+        Err(other) => Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad WebSocket handshake: {other}"),
+        )),
     }
 }
 
-fn handshake_refusal(problem: &ProtocolError) -> Refusal {
-    let (status, message, hint) = match problem {
+fn handshake_refusal(problem: &ProtocolError) -> Rejection {
+    match problem {
         ProtocolError::MissingConnectionUpgradeHeader
-        | ProtocolError::MissingUpgradeWebSocketHeader => (
+        | ProtocolError::MissingUpgradeWebSocketHeader => Rejection::new(
             StatusCode::UPGRADE_REQUIRED,
             "this is a WebSocket endpoint: connect with a WebSocket client \
-             (the request needs `Upgrade: websocket` and `Connection: Upgrade`)"
-                .to_owned(),
-            Some((header::UPGRADE, "websocket")),
-        ),
-        ProtocolError::MissingSecWebSocketVersionHeader => (
+             (the request needs `Upgrade: websocket` and `Connection: Upgrade`)",
+        )
+        .with_hint(header::UPGRADE, "websocket"),
+        ProtocolError::MissingSecWebSocketVersionHeader => Rejection::new(
             StatusCode::UPGRADE_REQUIRED,
-            "this server speaks WebSocket version 13 only (`Sec-WebSocket-Version: 13`)".to_owned(),
-            Some((header::SEC_WEBSOCKET_VERSION, "13")),
-        ),
-        other => (
+            "this server speaks WebSocket version 13 only (`Sec-WebSocket-Version: 13`)",
+        )
+        .with_hint(header::SEC_WEBSOCKET_VERSION, "13"),
+        other => Rejection::new(
             StatusCode::BAD_REQUEST,
             format!("bad WebSocket handshake: {other}"),
-            None,
         ),
-    };
-    Refusal {
-        status,
-        message,
-        hint,
     }
 }
 // ANCHOR_END: handshake
-
-/// Why a WebSocket request was refused before the upgrade: the status, a sentence for the
-/// client, and a header that says what to send instead (`Upgrade`, `Sec-WebSocket-Version`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// 400, 403 or 426.
-    pub status: StatusCode,
-    /// What was wrong, for the JSON body.
-    pub message: String,
-    /// A header telling the client what this server wants.
-    pub hint: Option<(header::HeaderName, &'static str)>,
-}
-
-impl Refusal {
-    /// The response: the status, the hint header, and `{"error": message}`.
-    pub fn into_response(self) -> Response<Body> {
-        let mut response = respond::error(self.status, &self.message);
-        if let Some((name, value)) = self.hint {
-            response
-                .headers_mut()
-                .insert(name, HeaderValue::from_static(value));
-        }
-        response
-    }
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.status, self.message)
-    }
-}
-
-impl std::error::Error for Refusal {}
 
 // ANCHOR: upgrade
 /// Answers a WebSocket request: checks `Origin` and the handshake, and on success returns the
@@ -291,7 +254,7 @@ pub fn upgrade<S, F>(
     limits: Limits,
     shutdown: &Shutdown,
     session: S,
-) -> Response<Body>
+) -> Response<ResponseBody>
 where
     S: FnOnce(WebSocket) -> F + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
@@ -438,7 +401,7 @@ mod tests {
     /// (a TLS-terminating proxy makes an `https` page reach us over plain HTTP).
     #[test]
     fn same_origin_is_allowed() {
-        let policy = OriginPolicy::same_origin();
+        let policy = OriginPolicy::same_origin_only();
         for origin in ["http://chat.example:3001", "https://Chat.Example:3001"] {
             assert_eq!(
                 policy.check(&headers(Some(origin), "chat.example:3001")),
@@ -451,7 +414,7 @@ mod tests {
     /// with our host are all refused with 403.
     #[test]
     fn other_origins_are_refused() {
-        let policy = OriginPolicy::same_origin();
+        let policy = OriginPolicy::same_origin_only();
         for origin in [
             "https://evil.example",
             "http://chat.example:3002",
@@ -461,20 +424,21 @@ mod tests {
             let refusal = policy
                 .check(&headers(Some(origin), "chat.example:3001"))
                 .unwrap_err();
-            assert_eq!(refusal.status, StatusCode::FORBIDDEN, "{origin}");
+            assert_eq!(refusal.status(), StatusCode::FORBIDDEN, "{origin}");
         }
     }
 
-    /// Listed origins are allowed (a trailing slash and case do not matter); clients that send
-    /// no `Origin` are not browser pages and are allowed.
+    /// Listed origins are allowed (case does not matter); clients that send no `Origin` are not
+    /// browser pages and are allowed; `*` is not an origin.
     #[test]
     fn listed_origins_and_non_browsers_are_allowed() {
-        let policy = OriginPolicy::same_origin().allow("HTTP://localhost:5173/");
+        let policy = OriginPolicy::allow(["HTTP://localhost:5173"]).expect("an origin");
         assert_eq!(
             policy.check(&headers(Some("http://localhost:5173"), "127.0.0.1:3001")),
             Ok(())
         );
         assert_eq!(policy.check(&headers(None, "127.0.0.1:3001")), Ok(()));
+        assert!(OriginPolicy::allow(["*"]).is_err());
     }
 
     /// The default limits use the small read buffer and refuse messages over 64 KiB.

@@ -38,7 +38,7 @@ use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::sse::{self, Event, SseResponse};
 use realtime_kit::ws::{self, Beat, Heartbeat, Limits, OriginPolicy, WebSocket};
-use realtime_kit::{Body, Gauge, RequestBody, ServerOptions, Shutdown, respond};
+use realtime_kit::{Gauge, RequestBody, ResponseBody, ServerOptions, Shutdown, respond};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -79,7 +79,7 @@ impl Default for Config {
             update_interval: Duration::from_millis(125),
             retry: Duration::from_secs(3),
             keep_alive: sse::DEFAULT_KEEP_ALIVE,
-            origins: OriginPolicy::same_origin(),
+            origins: OriginPolicy::same_origin_only(),
             server: ServerOptions::default(),
         }
     }
@@ -121,7 +121,7 @@ struct App {
 
 impl App {
     // ANCHOR: routes
-    fn handle(&self, request: Request<RequestBody>) -> Response<Body> {
+    fn handle(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         let path = request.uri().path();
         match (request.method(), path) {
             (&Method::GET, "/") => respond::html(&TickerPage {
@@ -151,7 +151,7 @@ impl App {
     /// `GET /quotes/stream?symbols=A,B`: one client's event stream. Every connection starts
     /// with a snapshot, so a browser that reconnects is up to date at once; it has no use for
     /// the quotes it missed (they are old prices), so `Last-Event-ID` is not needed here.
-    fn quote_stream(&self, request: &Request<RequestBody>) -> Response<Body> {
+    fn quote_stream(&self, request: &Request<RequestBody>) -> Response<ResponseBody> {
         let names = match symbols_in_query(request.uri().query()) {
             Ok(names) => names,
             Err(error) => return respond::error(StatusCode::BAD_REQUEST, error),
@@ -172,7 +172,7 @@ impl App {
 
     /// `GET /quotes/ws`: checks `Origin` and the handshake (the kit's [`ws::upgrade`]), then
     /// runs [`socket_session`] on the upgraded connection.
-    fn quote_socket(&self, request: Request<RequestBody>) -> Response<Body> {
+    fn quote_socket(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         let feed = self.feed.clone();
         let shutdown = self.shutdown.clone();
         ws::upgrade(

@@ -67,12 +67,7 @@ async fn main() -> realtime_kit::Result<()> {
     if symbols.is_empty() {
         symbols = market::default_symbols();
     }
-    let origins = args
-        .allow_origin
-        .iter()
-        .fold(OriginPolicy::same_origin(), |origins, origin| {
-            origins.allow(origin)
-        });
+    let origins = OriginPolicy::allow(&args.allow_origin)?;
     let server = ServerOptions {
         direct_streams: args.streams.direct_streams,
         ..args.listen.server_options()?
