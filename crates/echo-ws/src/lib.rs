@@ -498,8 +498,7 @@ async fn converse(
                         return Left::Refused;
                     }
                     Some(Ok(Message::Close(_))) => {
-                        // tungstenite has queued the answering Close; flushing sends it.
-                        let _ = tokio::time::timeout(ws::CLOSE_TIMEOUT, socket.flush()).await;
+                        ws::answer_close(socket).await;
                         return Left::Closed;
                     }
                     // tungstenite answers Pings by itself; a Pong only needed to be heard.
@@ -678,12 +677,8 @@ impl Delivery {
 /// Ends a session whose client sent something invalid: with the close code that says what
 /// (1009 too big, 1007 bad UTF-8, 1002 protocol error) when there is still someone to tell.
 async fn refuse(socket: &mut WebSocket, error: &tokio_tungstenite::tungstenite::Error) -> Left {
-    match ws::close_code_for(error) {
-        Some(code) => {
-            tracing::debug!(%error, %code, "closing on bad input");
-            ws::close(socket, code, "").await;
-            Left::Refused
-        }
+    match ws::close_after_error(socket, error).await {
+        Some(_) => Left::Refused,
         None => Left::Closed,
     }
 }
@@ -711,7 +706,7 @@ fn echo_session(mut socket: WebSocket, app: Arc<App>) -> impl Future<Output = ()
                             }
                         }
                         Some(Ok(Message::Close(_))) => {
-                            let _ = tokio::time::timeout(ws::CLOSE_TIMEOUT, socket.flush()).await;
+                            ws::answer_close(&mut socket).await;
                             return;
                         }
                         Some(Ok(_)) => {}

@@ -69,9 +69,7 @@ async fn echo(mut socket: WebSocket, shutdown: Shutdown) {
                 // tungstenite answers Pings and Closes by itself; after a Close, `next` ends.
                 Some(Ok(_)) => {}
                 Some(Err(error)) => {
-                    if let Some(code) = ws::close_code_for(&error) {
-                        ws::close(&mut socket, code, "broken frame or message").await;
-                    }
+                    ws::close_after_error(&mut socket, &error).await;
                     return;
                 }
                 None => return,

@@ -152,9 +152,7 @@ async fn session(
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(error)) => {
-                    if let Some(code) = ws::close_code_for(&error) {
-                        ws::close(&mut socket, code, "broken frame or message").await;
-                    }
+                    ws::close_after_error(&mut socket, &error).await;
                     return;
                 }
                 None => return,

@@ -367,8 +367,14 @@ impl Heartbeat {
 /// the TCP connection when the handshake does not complete).
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Starts the closing handshake with `code` and `reason`, then reads until the client answers
-/// or [`CLOSE_TIMEOUT`] passes. Messages that arrive meanwhile are discarded: we are leaving.
+// ANCHOR: closing
+// Every session in the workspace ends its socket with one of these three, one for each way a
+// WebSocket can end: the server decides to, the client asked to, or the client sent something
+// invalid. Each is bounded by CLOSE_TIMEOUT.
+
+/// The server ends the connection: starts the closing handshake with `code` and `reason`, then
+/// reads until the client answers or [`CLOSE_TIMEOUT`] passes. Messages that arrive meanwhile
+/// are discarded: we are leaving.
 pub async fn close(socket: &mut WebSocket, code: CloseCode, reason: &'static str) {
     let frame = CloseFrame {
         code,
@@ -383,6 +389,32 @@ pub async fn close(socket: &mut WebSocket, code: CloseCode, reason: &'static str
         tracing::debug!("the client did not finish the closing handshake in time");
     }
 }
+
+/// The client sent Close: tungstenite has already queued the answering Close, and flushing
+/// sends it. Then the session returns, and dropping the socket closes the TCP connection, which
+/// RFC 6455 section 7.1.1 asks the server to do first.
+pub async fn answer_close(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
+}
+
+/// Reading failed: closes with the code that tells the client what it sent wrong (see
+/// [`close_code_for`]) and returns it, or returns `None` when the connection is already gone
+/// and there is no one to tell.
+pub async fn close_after_error(
+    socket: &mut WebSocket,
+    error: &tungstenite::Error,
+) -> Option<CloseCode> {
+    let code = close_code_for(error)?;
+    let reason = match code {
+        CloseCode::Size => "message too big",
+        CloseCode::Invalid => "text that is not UTF-8",
+        _ => "broken frame or message",
+    };
+    tracing::debug!(%error, %code, "closing on bad input");
+    close(socket, code, reason).await;
+    Some(code)
+}
+// ANCHOR_END: closing
 
 #[cfg(test)]
 mod tests {

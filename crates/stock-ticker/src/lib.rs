@@ -67,6 +67,14 @@ pub struct Config {
     pub keep_alive: Duration,
     /// Which pages may open the WebSocket: this server's own, plus any `--allow-origin`.
     pub origins: OriginPolicy,
+    /// Time between Pings to a WebSocket client; they also keep proxies from closing the socket.
+    pub ping_interval: Duration,
+    /// How long a WebSocket client may send nothing at all (not even a Pong) before it is
+    /// closed as gone: a vanished peer shows no other sign until a write fails, minutes later.
+    pub idle_timeout: Duration,
+    /// How long one message may wait for a client's socket to take it. A slow client is
+    /// conflated, not dropped; one that takes nothing at all for this long is dropped.
+    pub send_timeout: Duration,
     /// The server's limits and the host names it answers (`--allow-host`).
     pub server: ServerOptions,
 }
@@ -80,6 +88,10 @@ impl Default for Config {
             retry: Duration::from_secs(3),
             keep_alive: sse::DEFAULT_KEEP_ALIVE,
             origins: OriginPolicy::same_origin_only(),
+            ping_interval: Duration::from_secs(15),
+            // Two missed Pongs and some slack for a slow network.
+            idle_timeout: Duration::from_secs(35),
+            send_timeout: Duration::from_secs(30),
             server: ServerOptions::default(),
         }
     }
@@ -175,12 +187,17 @@ impl App {
     fn quote_socket(&self, request: Request<RequestBody>) -> Response<ResponseBody> {
         let feed = self.feed.clone();
         let shutdown = self.shutdown.clone();
+        let timeouts = Timeouts {
+            ping_interval: self.config.ping_interval,
+            idle_timeout: self.config.idle_timeout,
+            send_timeout: self.config.send_timeout,
+        };
         ws::upgrade(
             request,
             &self.config.origins,
             Limits::default(),
             &self.shutdown,
-            move |socket| socket_session(socket, feed, shutdown),
+            move |socket| socket_session(socket, feed, timeouts, shutdown),
         )
     }
 }
@@ -518,16 +535,13 @@ impl Feed {
 }
 
 // ANCHOR: socket_session
-/// Time between Pings to a WebSocket client; they also keep proxies from closing the socket.
-const PING_INTERVAL: Duration = Duration::from_secs(15);
-
-/// How long a WebSocket client may send nothing at all (not even a Pong) before it is closed
-/// as gone: a vanished peer shows no other sign until a write fails, minutes later.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(35);
-
-/// How long one message may wait for a client's socket to take it. A slow client is conflated,
-/// not dropped; one that takes nothing at all for this long is dropped.
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// A WebSocket session's timeouts, from [`Config`].
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    ping_interval: Duration,
+    idle_timeout: Duration,
+    send_timeout: Duration,
+}
 
 /// What a WebSocket session does next.
 enum Step {
@@ -543,11 +557,11 @@ enum Step {
 
 /// One WebSocket client: it subscribes and unsubscribes with commands, and is sent quotes the
 /// same way the event stream is, through its own [`Cursor`].
-async fn socket_session(mut socket: WebSocket, feed: Feed, shutdown: Shutdown) {
+async fn socket_session(mut socket: WebSocket, feed: Feed, timeouts: Timeouts, shutdown: Shutdown) {
     let _counted = feed.ws_sockets.enter();
     let mut board = feed.board.clone();
     let mut cursor = Cursor::new(feed.symbols.len());
-    let mut heartbeat = Heartbeat::new(PING_INTERVAL, IDLE_TIMEOUT);
+    let mut heartbeat = Heartbeat::new(timeouts.ping_interval, timeouts.idle_timeout);
     loop {
         // What has already arrived goes before the next quote, so a client kept busy with
         // quotes can still unsubscribe, and the heartbeat still beats.
@@ -590,16 +604,11 @@ async fn socket_session(mut socket: WebSocket, feed: Feed, shutdown: Shutdown) {
                     // tungstenite answers Pings itself; a Pong only needed to be heard.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                     Some(Ok(Message::Close(_))) => {
-                        // tungstenite has queued the reply; reading on sends it and ends the
-                        // stream.
-                        let drained = async { while let Some(Ok(_)) = socket.next().await {} };
-                        let _ = tokio::time::timeout(ws::CLOSE_TIMEOUT, drained).await;
+                        ws::answer_close(&mut socket).await;
                         return;
                     }
                     Some(Err(error)) => {
-                        if let Some(code) = ws::close_code_for(&error) {
-                            ws::close(&mut socket, code, "invalid frame or message").await;
-                        }
+                        ws::close_after_error(&mut socket, &error).await;
                         tracing::debug!(%error, "WebSocket ended with an error");
                         return;
                     }
@@ -610,7 +619,7 @@ async fn socket_session(mut socket: WebSocket, feed: Feed, shutdown: Shutdown) {
         // `send` waits while the client's socket is full; meanwhile the board moves on, and the
         // next round sends the then-latest quote.
         let sent = tokio::select! {
-            sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(outgoing)) => sent,
+            sent = tokio::time::timeout(timeouts.send_timeout, socket.send(outgoing)) => sent,
             () = shutdown.requested() => break,
         };
         match sent {
@@ -621,7 +630,8 @@ async fn socket_session(mut socket: WebSocket, feed: Feed, shutdown: Shutdown) {
             }
             Err(_) => {
                 tracing::info!(
-                    "dropping a WebSocket client that took nothing for {SEND_TIMEOUT:?}"
+                    "dropping a WebSocket client that took nothing for {:?}",
+                    timeouts.send_timeout
                 );
                 return;
             }
