@@ -82,7 +82,8 @@ async fn headers_mark_an_event_stream() {
     assert_eq!(stream.retry(), Some(Duration::from_secs(3)));
 }
 
-/// Ticks are `tick` events with increasing numeric ids and JSON data that repeats the id.
+/// Ticks are `tick` events whose ids are their times in Unix milliseconds, increasing, with JSON
+/// data that repeats the id as `unix_ms` and gives the same instant in RFC 3339.
 #[tokio::test]
 async fn three_ticks_parse_with_increasing_ids_and_json() {
     let clock = TestClock::fast().await;
@@ -96,7 +97,20 @@ async fn three_ticks_parse_with_increasing_ids_and_json() {
         previous = id;
 
         let data: Value = serde_json::from_str(&tick.data).expect("data is JSON");
-        assert_eq!(data["seq"], id);
+        assert_eq!(data["unix_ms"], id, "the id is the tick's time");
+        assert_eq!(
+            data.as_object().map(|fields| fields.len()),
+            Some(2),
+            "only unix_ms and time: {data}"
+        );
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64;
+        assert!(
+            id.abs_diff(now_ms) < 10_000,
+            "id {id} is not near now ({now_ms})"
+        );
         let unix_ms = data["unix_ms"].as_u64().expect("unix_ms is a number");
         let time = data["time"].as_str().expect("time is a string");
         let parsed = humantime::parse_rfc3339(time).expect("time is RFC 3339");
@@ -151,17 +165,66 @@ async fn dropped_client_leaves_stats_within_two_seconds() {
     );
 }
 
-/// A reconnect that sends `Last-Event-ID` continues the sequence after that id, even on a server
-/// that has just started, and every later client's ids stay above it.
+/// A reconnect that sends `Last-Event-ID` is sent only ticks with larger ids, and a restarted
+/// server's ids go on above every id the previous one sent (they are times).
 #[tokio::test]
-async fn last_event_id_continues_the_sequence() {
+async fn last_event_id_resumes_after_it_even_after_a_restart() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let config = Config {
+        tick_interval: Duration::from_millis(100),
+        ..Config::default()
+    };
+    let clock = TestClock(TestServer::start_on(listener, {
+        let config = config.clone();
+        |listener, signal| clock_sse::run(listener, config, signal)
+    }));
+    let mut stream = clock.events(&[]).await;
+    next_tick(&mut stream).await;
+    let seen = id_of(&next_tick(&mut stream).await);
+    let mut resumed = clock.events(&[("last-event-id", &seen.to_string())]).await;
+    assert!(id_of(&next_tick(&mut resumed).await) > seen);
+    drop((stream, resumed));
+    clock.0.stop().await;
+
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
+    let clock = TestClock(TestServer::start_on(listener, |listener, signal| {
+        clock_sse::run(listener, config, signal)
+    }));
+    let mut resumed = clock.events(&[("last-event-id", &seen.to_string())]).await;
+    let first = id_of(&next_tick(&mut resumed).await);
+    assert!(
+        first > seen,
+        "tick {first} after a restart, but {seen} was seen"
+    );
+    assert!(id_of(&next_tick(&mut resumed).await) > first);
+}
+
+/// A `Last-Event-ID` above the latest tick's id (a server clock set back, or a made-up id) is
+/// ignored: that client starts at the current tick, and nothing it sent reaches other clients.
+#[tokio::test]
+async fn an_id_from_the_future_is_ignored_and_moves_nothing() {
     let clock = TestClock::fast().await;
-    let mut resumed = clock.events(&[("last-event-id", "1000")]).await;
-    assert_eq!(id_of(&next_tick(&mut resumed).await), 1001);
-    assert_eq!(id_of(&next_tick(&mut resumed).await), 1002);
+    let mut stream = clock.events(&[]).await;
+    let latest = id_of(&next_tick(&mut stream).await);
+    let future = latest + 1_000_000_000;
+
+    let mut dreamer = clock
+        .events(&[("last-event-id", &future.to_string())])
+        .await;
+    let got = id_of(&next_tick(&mut dreamer).await);
+    assert!(got < future, "the client from the future was sent {got}");
 
     let mut newcomer = clock.events(&[]).await;
-    assert!(id_of(&next_tick(&mut newcomer).await) > 1001);
+    let fresh = id_of(&next_tick(&mut newcomer).await);
+    assert!(
+        fresh >= latest && fresh < future,
+        "a new client was sent {fresh}"
+    );
+    let last_id = clock.stats().await["last_id"].as_u64().expect("last_id");
+    assert!(last_id < future, "/stats last_id moved to {last_id}");
 }
 
 /// A `Last-Event-ID` that this server cannot have sent is refused with a JSON error.

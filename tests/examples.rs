@@ -106,6 +106,6 @@ async fn sse_client_example_prints_ticks() {
             .unwrap_or_else(|| panic!("{line}"));
         let (id, json) = rest.split_once(' ').expect("id and data");
         let data: serde_json::Value = serde_json::from_str(json).expect("JSON data");
-        assert_eq!(data["seq"].to_string(), id);
+        assert_eq!(data["unix_ms"].to_string(), id, "the id is the tick's time");
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! then open <http://127.0.0.1:3000> to watch it tick, or read the raw stream with
 //! `curl -N http://127.0.0.1:3000/events`. Stop the server for a few seconds and start it again:
-//! the page reconnects by itself and the sequence goes on where it was.
+//! the page reconnects by itself and the ids go on rising where they were.
 //!
 //! The shape to copy: ONE ticker task makes each tick once, encodes it once, and publishes it;
 //! every client's stream only forwards the latest tick. A timer per client (what most tutorials
@@ -18,11 +18,10 @@
 //! | --- | --- |
 //! | `GET /` | the page |
 //! | `GET /events` | the stream: `retry: 3000`, then one `tick` event a second |
-//! | `GET /stats` | `{"streams": <open streams>, "last_seq": <latest tick>}` |
+//! | `GET /stats` | `{"streams": <open streams>, "last_id": <id of the latest tick, 0 before the first>}` |
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use askama::Template;
@@ -133,9 +132,7 @@ struct ClockPage {
 /// The JSON `data` of every `tick` event.
 #[derive(Debug, Serialize)]
 struct TickData {
-    /// The tick's sequence number, also sent as the event `id`.
-    seq: u64,
-    /// Milliseconds since the Unix epoch, for scripts.
+    /// Milliseconds since the Unix epoch: the same number as the event `id`.
     unix_ms: u64,
     /// The same instant in RFC 3339, UTC, for people.
     time: String,
@@ -144,28 +141,34 @@ struct TickData {
 /// The latest tick, already encoded: each client's stream clones the `Bytes`, not the work.
 #[derive(Debug, Clone)]
 struct Tick {
-    seq: u64,
+    /// The tick's time in Unix milliseconds, which is also its event id.
+    id: u64,
     encoded: Bytes,
 }
 
 impl Tick {
-    fn new(seq: u64, now: SystemTime) -> Self {
-        let unix_ms = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+    /// Encodes the tick whose id (and time) is `id` Unix milliseconds.
+    fn new(id: u64) -> Self {
         let data = TickData {
-            seq,
-            unix_ms,
-            time: humantime::format_rfc3339_millis(now).to_string(),
+            unix_ms: id,
+            time: humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(id))
+                .to_string(),
         };
         let encoded = Event::new()
             .event("tick")
-            .and_then(|event| event.id(seq.to_string()))
+            .and_then(|event| event.id(id.to_string()))
             .expect("a fixed name and a number are single lines")
             .data(serde_json::to_string(&data).expect("TickData always serialises"))
             .encode();
-        Self { seq, encoded }
+        Self { id, encoded }
     }
+}
+
+/// Milliseconds since the Unix epoch, by the wall clock (0 if it is set before 1970).
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 // ANCHOR_END: tick
 
@@ -176,10 +179,9 @@ impl Tick {
 struct Clock {
     /// Holds only the latest tick. A watch channel is the right shape for a clock: a client
     /// that falls behind skips straight to the newest tick (it would not want old times), and
-    /// memory stays one tick however slow the clients are.
+    /// memory stays one tick however slow the clients are. Only the ticker writes it: nothing a
+    /// client sends changes what other clients are sent.
     latest: watch::Receiver<Option<Tick>>,
-    /// The sequence number the next tick will carry. Only ever increases.
-    next_seq: Arc<AtomicU64>,
     /// Open streams, for `/stats`: each stream holds one count until it is dropped.
     streams: Gauge,
 }
@@ -190,11 +192,9 @@ impl Clock {
     /// Starts the ticker task; it stops when the server shuts down.
     fn start(interval: Duration, shutdown: &Shutdown) -> Self {
         let (publish, latest) = watch::channel(None);
-        let next_seq = Arc::new(AtomicU64::new(1));
-        shutdown.spawn(tick(interval, next_seq.clone(), publish, shutdown.clone()));
+        shutdown.spawn(tick(interval, publish, shutdown.clone()));
         Self {
             latest,
-            next_seq,
             streams: Gauge::new(),
         }
     }
@@ -202,12 +202,14 @@ impl Clock {
 
     // ANCHOR: subscribe
     /// A client's stream of encoded ticks: the current tick at once, then every new one, all
-    /// numbered above `seen` (the `Last-Event-ID` of a reconnecting client).
+    /// with ids above `seen` (the `Last-Event-ID` of a reconnecting client).
     fn subscribe(&self, seen: Option<u64>) -> impl Stream<Item = Bytes> + Send + 'static {
-        let seen = seen.unwrap_or(0);
-        // After a server restart the counter starts again at 1, but a reconnecting browser has
-        // seen higher ids. Moving the counter past them keeps ids increasing for every client.
-        self.next_seq.fetch_max(seen + 1, Ordering::Relaxed);
+        // Ids are times, so they keep rising across a restart without trusting anyone. An id
+        // above the latest tick's was never sent by this clock (a server clock set back, or a
+        // made-up id): it is ignored, and the client starts at the current tick like a new one.
+        // It only chooses what this client is sent; nothing any client sends moves shared state.
+        let latest_id = self.latest.borrow().as_ref().map_or(0, |tick| tick.id);
+        let seen = seen.filter(|&seen| seen <= latest_id).unwrap_or(0);
         let mut ticks = self.latest.clone();
         ticks.mark_changed(); // so the first `changed()` returns the current tick at once
         let counted = self.streams.enter();
@@ -216,7 +218,7 @@ impl Clock {
                 // An error means the ticker has stopped: the server is shutting down.
                 ticks.changed().await.ok()?;
                 let latest = ticks.borrow_and_update().clone();
-                if let Some(tick) = latest.filter(|tick| tick.seq > seen) {
+                if let Some(tick) = latest.filter(|tick| tick.id > seen) {
                     return Some((tick.encoded, (ticks, counted)));
                 }
             }
@@ -227,37 +229,34 @@ impl Clock {
     fn stats(&self) -> ClockStats {
         ClockStats {
             streams: self.streams.get(),
-            last_seq: self.latest.borrow().as_ref().map_or(0, |tick| tick.seq),
+            last_id: self.latest.borrow().as_ref().map_or(0, |tick| tick.id),
         }
     }
 }
 
 // ANCHOR: ticker
 /// The ticker: makes one tick per interval and publishes it to every subscriber.
-async fn tick(
-    interval: Duration,
-    next_seq: Arc<AtomicU64>,
-    publish: watch::Sender<Option<Tick>>,
-    shutdown: Shutdown,
-) {
+async fn tick(interval: Duration, publish: watch::Sender<Option<Tick>>, shutdown: Shutdown) {
     // Tick on whole seconds of the wall clock, so the page's seconds change when the real
     // ones do. `interval_at` schedules by deadline, so ticks do not drift.
     let period_ms = interval.as_millis().max(1) as u64;
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = unix_ms_now();
     let first = tokio::time::Instant::now() + Duration::from_millis(period_ms - now_ms % period_ms);
     let mut ticker = tokio::time::interval_at(first, interval);
     // After a stall (a suspended laptop), tick once and go on; a burst of stale ticks helps no one.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut previous_id = 0;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = shutdown.requested() => return,
         }
-        let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+        // The id is the tick's time, made strictly increasing: two ticks in one millisecond, or
+        // a wall clock set back while running, still get ids above every id sent before.
+        let id = unix_ms_now().max(previous_id + 1);
+        previous_id = id;
         // `send_replace` stores the tick even when no client is connected.
-        publish.send_replace(Some(Tick::new(seq, SystemTime::now())));
+        publish.send_replace(Some(Tick::new(id)));
     }
 }
 // ANCHOR_END: ticker
@@ -268,6 +267,6 @@ async fn tick(
 struct ClockStats {
     /// Event streams open right now.
     streams: usize,
-    /// The sequence number of the latest tick (0 before the first).
-    last_seq: u64,
+    /// The id of the latest tick (0 before the first).
+    last_id: u64,
 }
