@@ -29,7 +29,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::sse::{self, Event, SseResponse};
-use realtime_kit::{Body, Gauge, RequestBody, Shutdown, respond};
+use realtime_kit::{Body, ConnectionLimits, Gauge, RequestBody, Shutdown, respond};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -47,6 +47,9 @@ pub struct Config {
     pub retry: Duration,
     /// How long a stream may be silent before a keep-alive comment is written.
     pub keep_alive: Duration,
+    /// How long a client may read nothing, and take to send its request headers, before its
+    /// connection is closed.
+    pub limits: ConnectionLimits,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             tick_interval: Duration::from_secs(1),
             retry: Duration::from_secs(3),
             keep_alive: sse::DEFAULT_KEEP_ALIVE,
+            limits: ConnectionLimits::default(),
         }
     }
 }
@@ -65,16 +69,17 @@ impl Default for Config {
 pub async fn run(listener: TcpListener, config: Config, shutdown_signal: impl Future<Output = ()>) {
     let shutdown = Shutdown::new();
     let clock = Clock::start(config.tick_interval, &shutdown);
+    let limits = config.limits;
     let app = Arc::new(App {
         clock,
         config,
         shutdown: shutdown.clone(),
     });
-    realtime_kit::serve(listener, shutdown_signal, shutdown, move |request| {
+    let handler = move |request| {
         let app = app.clone();
         async move { app.handle(&request) }
-    })
-    .await;
+    };
+    realtime_kit::serve_with_limits(limits, listener, shutdown_signal, shutdown, handler).await;
 }
 // ANCHOR_END: run
 

@@ -1,9 +1,14 @@
 //! `cargo run -p clock-sse [-- --port 3000 --bind 127.0.0.1]`: serves the clock until Ctrl-C.
 //! The demo itself is in `lib.rs`; this file only reads the arguments and binds.
+//!
+//! The timings can be changed too, by flag or environment variable (`--tick-ms` or `TICK_MS`,
+//! ...): the ladder's checker (`cargo run -p ladder -- verify`) runs this binary as the last rung
+//! with the same variables as the steps in `examples/`, and short limits make its tests quick.
 
 use std::time::Duration;
 
 use clap::Parser;
+use realtime_kit::ConnectionLimits;
 use realtime_kit::config::{self, ListenArgs};
 
 /// A clock that ticks once a second over Server-Sent Events.
@@ -16,6 +21,25 @@ struct Args {
     /// How long a browser waits before reconnecting (sent as `retry:`), in milliseconds.
     #[arg(long, default_value_t = 3000)]
     retry_ms: u64,
+
+    /// Time between ticks, in milliseconds. [default: 1000]
+    #[arg(long, env = "TICK_MS")]
+    tick_ms: Option<u64>,
+
+    /// How long a stream may be silent before a keep-alive comment, in milliseconds.
+    /// [default: 15000]
+    #[arg(long, env = "KEEP_ALIVE_MS")]
+    keep_alive_ms: Option<u64>,
+
+    /// How long a client may read nothing while the server has bytes for it, in milliseconds.
+    /// [default: 30000]
+    #[arg(long, env = "STALL_TIMEOUT_MS")]
+    stall_timeout_ms: Option<u64>,
+
+    /// How long a client may take to send its request headers, in milliseconds.
+    /// [default: 30000]
+    #[arg(long, env = "HEADER_TIMEOUT_MS")]
+    header_timeout_ms: Option<u64>,
 }
 
 #[tokio::main]
@@ -23,9 +47,16 @@ async fn main() -> realtime_kit::Result<()> {
     let args = Args::parse();
     config::init_tracing();
     let listener = config::listen("clock-sse", clock_sse::DEFAULT_PORT, &args.listen).await?;
+    let defaults = clock_sse::Config::default();
+    let ms = |value: Option<u64>, default| value.map_or(default, Duration::from_millis);
     let clock = clock_sse::Config {
+        tick_interval: ms(args.tick_ms, defaults.tick_interval).max(Duration::from_millis(1)),
         retry: Duration::from_millis(args.retry_ms),
-        ..clock_sse::Config::default()
+        keep_alive: ms(args.keep_alive_ms, defaults.keep_alive),
+        limits: ConnectionLimits {
+            write_stall_timeout: ms(args.stall_timeout_ms, defaults.limits.write_stall_timeout),
+            header_read_timeout: ms(args.header_timeout_ms, defaults.limits.header_read_timeout),
+        },
     };
     clock_sse::run(listener, clock, config::shutdown_signal()).await;
     Ok(())
