@@ -44,31 +44,54 @@ pub fn init_tracing() {
 }
 
 /// Completes on Ctrl-C, or on SIGTERM (what `kill` and container runtimes send).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+///
+/// The handlers are installed when this is called, not when the future is first polled: a
+/// server's accept loop polls it only after its first connection, and a signal that came before
+/// would kill the process instead of shutting it down. So call it before serving.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
+    let handlers = {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
+    #[cfg(not(unix))]
+    let handlers = tokio::signal::windows::ctrl_c();
+    async move {
+        #[cfg(unix)]
+        {
+            let (interrupt, terminate) = handlers;
+            tokio::select! {
+                () = received(interrupt, "Ctrl-C") => {},
+                () = received(terminate, "SIGTERM") => {},
+            }
+        }
+        #[cfg(not(unix))]
+        match handlers {
+            Ok(mut ctrl_c) => {
+                ctrl_c.recv().await;
             }
             Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
+                tracing::error!(%error, "cannot listen for Ctrl-C");
                 std::future::pending::<()>().await;
             }
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
+}
+
+/// Completes when `handler` (if it could be installed) receives its signal; never otherwise.
+#[cfg(unix)]
+async fn received(handler: std::io::Result<tokio::signal::unix::Signal>, name: &str) {
+    match handler {
+        Ok(mut handler) => {
+            handler.recv().await;
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for {name}");
+            std::future::pending::<()>().await;
+        }
+    }
 }
