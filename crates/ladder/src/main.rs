@@ -125,9 +125,10 @@ async fn verify() -> Result<bool, String> {
         check_step_files(ladder, &mut tally);
         for (introduced, test) in ladder.why_tests() {
             println!(
-                "  {} (brought by {}): {}",
-                test.name, ladder.steps[introduced].name, test.checks
+                "  {} (brought by {}):",
+                test.name, ladder.steps[introduced].name
             );
+            print_wrapped("    ", test.checks);
             for (position, rung) in rungs.iter().enumerate() {
                 let Some(expect) = Ladder::expectation(introduced, position) else {
                     continue;
