@@ -2,11 +2,12 @@
 //! logging, bind and say where it listens, and turn Ctrl-C or SIGTERM into the shutdown signal.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::host::{AllowedHosts, InvalidHost};
-use crate::server::ServerOptions;
+use crate::server::{ConnectionLimits, ServerOptions};
 
 /// Where to listen. Flatten it into a demo's own arguments with `#[command(flatten)]`.
 #[derive(Debug, Clone, clap::Args)]
@@ -31,6 +32,20 @@ pub struct ListenArgs {
         value_delimiter = ','
     )]
     pub allow_hosts: Vec<String>,
+
+    /// How long a client may take to send its request headers, in milliseconds.
+    /// [default: 30000]
+    #[arg(long, env = "HEADER_TIMEOUT_MS", value_name = "MS")]
+    pub header_timeout_ms: Option<u64>,
+
+    /// How long a client may take to send a request body, in milliseconds. [default: 10000]
+    #[arg(long, env = "BODY_TIMEOUT_MS", value_name = "MS")]
+    pub body_timeout_ms: Option<u64>,
+
+    /// How long a client may accept nothing while the server has bytes for it, in
+    /// milliseconds. [default: 30000]
+    #[arg(long, env = "STALL_TIMEOUT_MS", value_name = "MS")]
+    pub stall_timeout_ms: Option<u64>,
 }
 
 /// `--direct-streams`, for the demos that serve event streams. Flatten it beside [`ListenArgs`].
@@ -44,10 +59,18 @@ pub struct DirectStreamArgs {
 }
 
 impl ListenArgs {
-    /// The server options these arguments ask for: the default limits, and the host names.
+    /// The server options these arguments ask for: the host names, and the limits (the
+    /// defaults of [`ConnectionLimits`] where none is given).
     pub fn server_options(&self) -> Result<ServerOptions, InvalidHost> {
+        let defaults = ConnectionLimits::default();
+        let ms = |value: Option<u64>, default| value.map_or(default, Duration::from_millis);
         Ok(ServerOptions {
             hosts: AllowedHosts::allow(&self.allow_hosts)?,
+            limits: ConnectionLimits {
+                header_read_timeout: ms(self.header_timeout_ms, defaults.header_read_timeout),
+                body_read_timeout: ms(self.body_timeout_ms, defaults.body_read_timeout),
+                write_stall_timeout: ms(self.stall_timeout_ms, defaults.write_stall_timeout),
+            },
             ..ServerOptions::default()
         })
     }
@@ -79,31 +102,54 @@ pub fn init_tracing() {
 }
 
 /// Completes on Ctrl-C, or on SIGTERM (what `kill` and container runtimes send).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+///
+/// The handlers are installed when this is called, not when the future is first polled: a
+/// server's accept loop polls it only after its first connection, and a signal that came before
+/// would kill the process instead of shutting it down. So call it before serving.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
+    let handlers = {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
+    #[cfg(not(unix))]
+    let handlers = tokio::signal::windows::ctrl_c();
+    async move {
+        #[cfg(unix)]
+        {
+            let (interrupt, terminate) = handlers;
+            tokio::select! {
+                () = received(interrupt, "Ctrl-C") => {},
+                () = received(terminate, "SIGTERM") => {},
+            }
+        }
+        #[cfg(not(unix))]
+        match handlers {
+            Ok(mut ctrl_c) => {
+                ctrl_c.recv().await;
             }
             Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
+                tracing::error!(%error, "cannot listen for Ctrl-C");
                 std::future::pending::<()>().await;
             }
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
+}
+
+/// Completes when `handler` (if it could be installed) receives its signal; never otherwise.
+#[cfg(unix)]
+async fn received(handler: std::io::Result<tokio::signal::unix::Signal>, name: &str) {
+    match handler {
+        Ok(mut handler) => {
+            handler.recv().await;
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for {name}");
+            std::future::pending::<()>().await;
+        }
+    }
 }
