@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run -p ladder -- list                          # the rungs and their why-tests
 //! cargo run -p ladder -- check clock-sse step3_shutdown
+//! cargo run -p ladder -- why clock-sse step3_shutdown  # its why-tests on the step before, then on it
 //! cargo run -p ladder -- verify                        # for CI: every expectation, both ways
 //! ```
 //!
@@ -18,7 +19,8 @@ use ladder::artifacts::{self, Artifacts, Kind};
 use ladder::rung::PortBy;
 use ladder::{Expect, LADDERS, Ladder, Outcome, Rung, source};
 
-const USAGE: &str = "usage: cargo run -p ladder -- <list | check DEMO RUNG | verify>";
+const USAGE: &str =
+    "usage: cargo run -p ladder -- <list | check DEMO RUNG | why DEMO STEP | verify>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
         }
         ["verify"] => block_on(verify()),
         ["check", demo, rung] => block_on(check(demo, rung)),
+        ["why", demo, step] => block_on(why(demo, step)),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -213,14 +216,71 @@ fn check_step_files(ladder: &Ladder, tally: &mut Tally) {
     }
 }
 
-/// For a learner: runs one rung against every why-test up to its step, and says what fails.
-async fn check(demo: &str, name: &str) -> Result<bool, String> {
-    let ladder = LADDERS
+/// The ladder of `demo`, or an error that says where to find the ladders.
+fn find_ladder(demo: &str) -> Result<&'static Ladder, String> {
+    LADDERS
         .iter()
         .find(|ladder| ladder.demo == demo)
         .ok_or_else(|| {
             format!("there is no ladder for `{demo}`; `cargo run -p ladder -- list` shows them")
+        })
+}
+
+/// For a reader of the book: why a step is there. Runs the why-tests it brings against the step
+/// before, where they fail with what a user would meet, then against the step, where they pass.
+async fn why(demo: &str, name: &str) -> Result<bool, String> {
+    let ladder = find_ladder(demo)?;
+    let position = ladder
+        .steps
+        .iter()
+        .position(|step| step.name == name)
+        .filter(|&position| position > 0)
+        .ok_or_else(|| {
+            let names: Vec<&str> = ladder.steps[1..].iter().map(|step| step.name).collect();
+            format!(
+                "{demo} has no step `{name}` with a step before it; try one of {}",
+                names.join(", ")
+            )
         })?;
+    let artifacts = build(&[demo])?;
+    let rungs = rungs(ladder, &artifacts)?;
+    let step = &ladder.steps[position];
+    let mut tally = Tally::default();
+    for test in step.why_tests {
+        println!("{} ({}):", test.name, step.name);
+        print_wrapped("  ", test.checks);
+        for (rung, expect) in [
+            (&rungs[position - 1], Expect::Fail),
+            (&rungs[position], Expect::Pass),
+        ] {
+            let (verdict, said) = match (expect, ladder::run(test, rung).await) {
+                (Expect::Fail, Outcome::Fail(failure)) => {
+                    (Verdict::Ok, format!("fails: {failure}"))
+                }
+                (Expect::Pass, Outcome::Pass) => (Verdict::Ok, "passes".to_owned()),
+                (_, Outcome::CannotRun(why)) => {
+                    (Verdict::Skipped, format!("cannot run here: {why}"))
+                }
+                (Expect::Fail, Outcome::Pass) => {
+                    (Verdict::Failed, "passes, but should fail here".to_owned())
+                }
+                (Expect::Pass, Outcome::Fail(failure)) => (
+                    Verdict::Failed,
+                    format!("should pass, but fails: {failure}"),
+                ),
+            };
+            println!("  on {}:", rung.name);
+            print_wrapped("    ", &said);
+            tally.record(verdict, format!("{} on {}", test.name, rung.name));
+        }
+    }
+    println!();
+    Ok(tally.report("why"))
+}
+
+/// For a learner: runs one rung against every why-test up to its step, and says what fails.
+async fn check(demo: &str, name: &str) -> Result<bool, String> {
+    let ladder = find_ladder(demo)?;
     let position = ladder.position(name).ok_or_else(|| {
         format!(
             "{demo} has no rung `{name}`; its rungs are {}",
