@@ -18,7 +18,7 @@ use futures_util::Stream;
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::request::read_json;
 use realtime_kit::sse::{Event, SseResponse};
-use realtime_kit::{ResponseBody, RequestBody, Shutdown, respond};
+use realtime_kit::{RequestBody, ResponseBody, Shutdown, respond};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
