@@ -90,6 +90,55 @@ fn load_exercises() -> Result<Vec<Exercise>, String> {
     Ok(exercises)
 }
 
+/// One `[[test]]` target of this crate's `Cargo.toml`, as far as `verify` needs it.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TestTarget {
+    /// The target's name: `--test <name>` runs it.
+    name: String,
+    /// Its file, relative to the crate.
+    path: String,
+    /// Whether `required-features` names `check`, which keeps it out of a plain `cargo test`.
+    needs_check: bool,
+}
+
+/// The `[[test]]` targets declared in `manifest`, read line by line like `info.toml`: each
+/// `key = value` after a `[[test]]` header belongs to that target, until the next `[` header.
+fn test_targets(manifest: &str) -> Vec<TestTarget> {
+    let mut targets: Vec<TestTarget> = Vec::new();
+    let mut in_test = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_test = line == "[[test]]";
+            if in_test {
+                targets.push(TestTarget::default());
+            }
+            continue;
+        }
+        if !in_test || line.starts_with('#') {
+            continue;
+        }
+        let (Some(target), Some((key, value))) = (targets.last_mut(), line.split_once('=')) else {
+            continue;
+        };
+        let value = value.trim();
+        match key.trim() {
+            "name" => target.name = value.trim_matches('"').to_string(),
+            "path" => target.path = value.trim_matches('"').to_string(),
+            "required-features" => target.needs_check = value.contains("\"check\""),
+            _ => {}
+        }
+    }
+    targets
+}
+
+/// Whether `targets` has exercise `name`'s test, requiring `check`. Without it (autotests is
+/// off) `check <name>` would find no test to run, and a plain `cargo test` would build it.
+fn declares_test(targets: &[TestTarget], name: &str) -> bool {
+    targets.iter().any(|target| {
+        target.name == name && target.path == format!("tests/{name}.rs") && target.needs_check
+    })
+}
+
 /// A cargo command on this crate; `CARGO` is set by `cargo run`, so the same toolchain runs.
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
@@ -240,8 +289,14 @@ fn verify(exercises: &[Exercise]) -> ExitCode {
             format!("clippy -D warnings with --features {features}"),
         );
     }
+    let manifest = std::fs::read_to_string(crate_dir().join("Cargo.toml")).unwrap_or_default();
+    let targets = test_targets(&manifest);
     for exercise in exercises {
         let name = &exercise.name;
+        record(
+            declares_test(&targets, name),
+            format!("{name}: Cargo.toml declares its [[test]], requiring the check feature"),
+        );
         let starter = crate_dir().join(format!("exercises/{name}.rs"));
         let marked = std::fs::read_to_string(&starter).is_ok_and(|text| text.contains("// TODO:"));
         record(
@@ -325,4 +380,57 @@ fn main() -> ExitCode {
         eprintln!("{error}");
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[[test]]` entries are read with their name, path and feature; other tables are skipped.
+    #[test]
+    fn test_targets_are_read_from_the_manifest() {
+        let manifest = r#"
+[package]
+name = "exercises"
+
+[[test]]
+name = "clock_retry"
+path = "tests/clock_retry.rs"
+required-features = ["check"]
+
+[[test]]
+# name = "commented_out"
+name = "loose"
+path = "tests/loose.rs"
+
+[lints]
+name = "not a test"
+"#;
+        let loose = TestTarget {
+            name: "loose".into(),
+            path: "tests/loose.rs".into(),
+            needs_check: false,
+        };
+        let retry = TestTarget {
+            name: "clock_retry".into(),
+            path: "tests/clock_retry.rs".into(),
+            needs_check: true,
+        };
+        assert_eq!(test_targets(manifest), [retry, loose]);
+    }
+
+    /// The real files agree: every exercise of info.toml has its `[[test]]`, needing `check`.
+    #[test]
+    fn every_exercise_has_its_test_target() {
+        let exercises = load_exercises().expect("info.toml parses");
+        let manifest = std::fs::read_to_string(crate_dir().join("Cargo.toml")).expect("read");
+        let targets = test_targets(&manifest);
+        for Exercise { name, .. } in &exercises {
+            assert!(
+                declares_test(&targets, name),
+                "add a [[test]] for `{name}` to crates/exercises/Cargo.toml, with \
+                 required-features = [\"check\"]"
+            );
+        }
+    }
 }
