@@ -206,6 +206,8 @@ fn compiles() -> bool {
 }
 
 fn list(exercises: &[Exercise]) -> ExitCode {
+    // On stderr, so that stdout stays the table alone.
+    eprintln!("compiling the exercises and their tests (the first time takes a minute or two)...");
     if !compiles() {
         println!(
             "the exercises do not compile: `cargo run -p exercises -- check <name>` on the one you \
@@ -236,6 +238,11 @@ fn list(exercises: &[Exercise]) -> ExitCode {
 
 fn check(exercise: &Exercise) -> ExitCode {
     println!("checking `{}`: {}", exercise.name, exercise.goal);
+    eprintln!(
+        "compiling `{}` and its tests, then running them (the first build takes a minute or \
+         two)...",
+        exercise.name
+    );
     if run_tests(&exercise.name, "check", false) {
         println!(
             "\n`{}` is done: every test passes. Well done! Compare with solutions/{}.rs.",
@@ -267,6 +274,8 @@ fn verify(exercises: &[Exercise]) -> ExitCode {
         }
     };
     for features in ["check", "check,solutions"] {
+        // Progress goes to stderr; stdout is the list of checks.
+        eprintln!("building with --features {features} (the first build takes a few minutes)...");
         let mut build = cargo();
         build.args([
             "test",
@@ -281,6 +290,7 @@ fn verify(exercises: &[Exercise]) -> ExitCode {
             succeeds(build),
             format!("builds with --features {features}"),
         );
+        eprintln!("running clippy with --features {features}...");
         let mut clippy = cargo();
         clippy.args(["clippy", "-p", "exercises", "--all-targets", "--features"]);
         clippy.args([features, "--quiet", "--", "-D", "warnings"]);
@@ -291,6 +301,7 @@ fn verify(exercises: &[Exercise]) -> ExitCode {
     }
     let manifest = std::fs::read_to_string(crate_dir().join("Cargo.toml")).unwrap_or_default();
     let targets = test_targets(&manifest);
+    eprintln!("running each exercise's tests on its starter, then on its solution...");
     for exercise in exercises {
         let name = &exercise.name;
         record(
