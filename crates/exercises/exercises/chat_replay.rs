@@ -18,7 +18,7 @@ use futures_util::Stream;
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::request::read_json;
 use realtime_kit::sse::{Event, SseResponse};
-use realtime_kit::{ResponseBody, RequestBody, Shutdown, respond};
+use realtime_kit::{RequestBody, ResponseBody, Shutdown, respond};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -109,10 +109,10 @@ impl App {
         let mut room = self.room.lock().unwrap_or_else(PoisonError::into_inner);
         let id = room.next_id;
         room.next_id += 1;
+        // No `event:` line: an event without a type is a `message`, the type `onmessage` gets.
         let message = Event::new()
-            .event("message")
-            .and_then(|event| event.id(id.to_string()))
-            .expect("a fixed name and a number are single lines")
+            .id(id.to_string())
+            .expect("a number is one line")
             .data(data) // serde_json never writes a raw newline, so this stays one `data:` line
             .encode();
         if room.kept.len() == self.history {

@@ -18,7 +18,7 @@ use futures_util::Stream;
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::request::read_json;
 use realtime_kit::sse::{Event, SseResponse};
-use realtime_kit::{ResponseBody, RequestBody, Shutdown, respond};
+use realtime_kit::{RequestBody, ResponseBody, Shutdown, respond};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -89,10 +89,10 @@ impl App {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let data = serde_json::json!({"name": posted.name, "text": posted.text}).to_string();
+        // No `event:` line: an event without a type is a `message`, the type `onmessage` gets.
         let message = Event::new()
-            .event("message")
-            .and_then(|event| event.id(id.to_string()))
-            .expect("a fixed name and a number are single lines")
+            .id(id.to_string())
+            .expect("a number is one line")
             .data(data);
         // No receiver is not an error: nobody is listening right now.
         let _ = self.live.send(message.encode());

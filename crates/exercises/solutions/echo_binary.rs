@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response};
 use realtime_kit::ws::{self, Limits, OriginPolicy, WebSocket};
-use realtime_kit::{ResponseBody, RequestBody, Shutdown, respond};
+use realtime_kit::{RequestBody, ResponseBody, Shutdown, respond};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;

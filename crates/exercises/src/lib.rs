@@ -10,8 +10,9 @@
 //! cargo run -p exercises -- hint clock_retry
 //! ```
 //!
-//! The tests compile only with the `check` feature, so `cargo test --workspace` stays green while
-//! the exercises are unsolved.
+//! Each test file is a `[[test]]` target of Cargo.toml that requires the `check` feature, so a
+//! plain `cargo test --workspace` skips them: it stays green while the exercises are unsolved,
+//! and lists no empty test binaries. `check` and `verify` turn the feature on.
 
 /// Picks the starter, or with the `solutions` feature the reference solution, of each exercise.
 macro_rules! exercise {

@@ -1,5 +1,4 @@
 //! Tests of exercise `chat_colour`: run with `cargo run -p exercises -- check chat_colour`.
-#![cfg(feature = "check")]
 
 use std::collections::HashSet;
 

@@ -1,5 +1,4 @@
 //! Tests of exercise `chat_replay`: run with `cargo run -p exercises -- check chat_replay`.
-#![cfg(feature = "check")]
 
 use std::time::Duration;
 

@@ -1,5 +1,4 @@
 //! Tests of exercise `chat_typing`: run with `cargo run -p exercises -- check chat_typing`.
-#![cfg(feature = "check")]
 
 use std::time::Duration;
 

@@ -1,5 +1,4 @@
 //! Tests of exercise `clock_minute`: run with `cargo run -p exercises -- check clock_minute`.
-#![cfg(feature = "check")]
 
 use std::time::Duration;
 

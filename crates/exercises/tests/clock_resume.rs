@@ -1,5 +1,4 @@
 //! Tests of exercise `clock_resume`: run with `cargo run -p exercises -- check clock_resume`.
-#![cfg(feature = "check")]
 
 use std::time::Duration;
 

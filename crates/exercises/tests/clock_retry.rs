@@ -1,5 +1,4 @@
 //! Tests of exercise `clock_retry`: run with `cargo run -p exercises -- check clock_retry`.
-#![cfg(feature = "check")]
 
 use std::time::Duration;
 

@@ -1,5 +1,4 @@
 //! Tests of exercise `echo_binary`: run with `cargo run -p exercises -- check echo_binary`.
-#![cfg(feature = "check")]
 
 use std::time::Duration;
 

@@ -1,5 +1,4 @@
 //! Tests of exercise `echo_stats`: run with `cargo run -p exercises -- check echo_stats`.
-#![cfg(feature = "check")]
 
 use std::net::SocketAddr;
 use std::time::Duration;

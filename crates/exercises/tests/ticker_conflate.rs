@@ -1,5 +1,4 @@
 //! Tests of exercise `ticker_conflate`: run with `cargo run -p exercises -- check ticker_conflate`.
-#![cfg(feature = "check")]
 
 use exercises::ticker_conflate::{PendingQuotes, Quote};
 

@@ -1,5 +1,4 @@
 //! Tests of exercise `ticker_range`: run with `cargo run -p exercises -- check ticker_range`.
-#![cfg(feature = "check")]
 
 use std::time::Duration;
 

@@ -1,6 +1,5 @@
 //! Tests of exercise `ticker_unsubscribe`: run with
 //! `cargo run -p exercises -- check ticker_unsubscribe`.
-#![cfg(feature = "check")]
 
 use std::time::Duration;
 
