@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::Common;
+use crate::cli::Common;
 
 /// Clients per source address by default. One source address reaches one destination from
 /// ~28,000 ephemeral ports (32768-60999), but loadgen closes first, so each run leaves its ports

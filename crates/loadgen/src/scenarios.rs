@@ -16,7 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::Common;
+use crate::cli::Common;
 use crate::clients::{ClientTask, Opened, open_all, progress_bar};
 use crate::kernel_stamp::StampedStream;
 use crate::measure::{Latencies, Report, Usage, micros_per};

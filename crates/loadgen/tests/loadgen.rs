@@ -1,6 +1,7 @@
 //! loadgen against real clock-sse and chat-sse servers on `127.0.0.1:0`, run as the real binary
 //! with small numbers: the scenarios connect, measure and report, and the tool refuses
-//! non-loopback targets.
+//! non-loopback targets. loadgen measures on Linux only, so these run there only.
+#![cfg(target_os = "linux")]
 
 use std::net::SocketAddr;
 use std::process::Output;
