@@ -31,7 +31,7 @@ pub use host::AllowedHosts;
 pub use respond::Rejection;
 pub use server::{
     BodyError, BodyTimeout, ConnectionLimits, Gauge, GaugeGuard, RequestBody, ResponseBody,
-    ServerOptions, Shutdown, serve, serve_with,
+    ServerOptions, Shutdown, request_body, serve, serve_with,
 };
 
 /// The error type of fallible functions at the edge of a program (`main`, examples, tests): any

@@ -48,6 +48,20 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
 /// it fails with [`BodyTimeout`] once [`ConnectionLimits::body_read_timeout`] has passed.
 pub type RequestBody = UnsyncBoxBody<Bytes, BodyError>;
 
+/// hyper's incoming body as a [`RequestBody`], for a handler of the kit called from a plain
+/// hyper `service_fn` (without [`serve`], so without its limits or its body deadline):
+///
+/// ```no_run
+/// # use hyper::{Request, body::Incoming};
+/// # fn handler(request: Request<realtime_kit::RequestBody>) {}
+/// # fn call(request: Request<Incoming>) {
+/// handler(request.map(realtime_kit::request_body));
+/// # }
+/// ```
+pub fn request_body(body: Incoming) -> RequestBody {
+    RequestBody::new(http_body_util::BodyExt::map_err(body, BodyError::Read))
+}
+
 /// How long [`serve`] waits, after the shutdown signal, for connections and tasks to finish.
 /// Everything of ours ends at once on the signal; this bounds a client that is slow to read
 /// the last bytes of a response.
