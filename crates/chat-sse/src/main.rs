@@ -1,5 +1,10 @@
 //! `cargo run -p chat-sse [-- --port 3002 --allow-origin http://localhost:8080]`: serves the chat
 //! until Ctrl-C. The demo itself is in `lib.rs`; this file only reads the arguments and binds.
+//!
+//! The timings can be changed too, by flag or environment variable (`--max-lag` or `MAX_LAG`,
+//! `--keep-alive-ms` or `KEEP_ALIVE_MS`, `--stall-timeout-ms` or `STALL_TIMEOUT_MS`, ...): the
+//! ladder's checker (`cargo run -p ladder -- verify`) runs this binary as the last rung with the
+//! same variables as the steps in `examples/`, and short limits make its tests quick.
 
 use std::time::Duration;
 
@@ -27,7 +32,7 @@ struct Args {
     backlog: u32,
 
     /// Events a stream may fall behind before it is closed (the browser then resumes from the log).
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    #[arg(long, env = "MAX_LAG", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     max_lag: u32,
 
     /// Lets pages from this origin post and listen (CORS), e.g. http://localhost:8080.
@@ -38,6 +43,11 @@ struct Args {
     /// How long a browser waits before reconnecting (sent as `retry:`), in milliseconds.
     #[arg(long, default_value_t = 3000)]
     retry_ms: u64,
+
+    /// How long a stream may be silent before a keep-alive comment, in milliseconds.
+    /// [default: 15000]
+    #[arg(long, env = "KEEP_ALIVE_MS", value_name = "MS")]
+    keep_alive_ms: Option<u64>,
 }
 
 #[tokio::main]
@@ -50,14 +60,15 @@ async fn main() -> realtime_kit::Result<()> {
         ..args.listen.server_options()?
     };
     let listener = config::listen("chat-sse", chat_sse::DEFAULT_PORT, &args.listen).await?;
+    let keep_alive = args.keep_alive_ms.map(Duration::from_millis);
     let chat = chat_sse::Config {
         history: args.history as usize,
         backlog: args.backlog as usize,
         max_lag: args.max_lag as usize,
         retry: Duration::from_millis(args.retry_ms),
+        keep_alive: keep_alive.unwrap_or(chat_sse::Config::default().keep_alive),
         cors,
         server,
-        ..chat_sse::Config::default()
     };
     chat_sse::run(listener, chat, config::shutdown_signal()).await;
     Ok(())

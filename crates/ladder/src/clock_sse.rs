@@ -93,7 +93,7 @@ const EXITS_ON_A_SIGNAL: WhyTest = WhyTest {
     checks: "with a stream open, SIGINT (Ctrl-C) and SIGTERM each make the process end the \
              stream cleanly and exit with success within 4 s",
     limit: Duration::from_secs(30),
-    run: |rung| Box::pin(exits_on_a_signal(rung)),
+    run: |rung| Box::pin(exits_on_a_signal(rung, FAST)),
 };
 
 const DROPS_A_STALLED_READER: WhyTest = WhyTest {
@@ -213,7 +213,10 @@ fn parse_tick(event: &MessageEvent) -> Result<Tick, String> {
 }
 
 /// Opens `GET /events` with `headers`, and checks it is a stream.
-async fn open_stream(server: &Server, headers: &[(&str, &str)]) -> Result<EventStream, String> {
+pub(crate) async fn open_stream(
+    server: &Server,
+    headers: &[(&str, &str)],
+) -> Result<EventStream, String> {
     let stream = within(
         WAIT,
         || format!("GET /events got no answer within {} s", WAIT.as_secs()),
@@ -598,9 +601,10 @@ async fn ignores_an_id_from_the_future(rung: Rung) -> Result<(), String> {
     Ok(())
 }
 
-/// SIGINT and SIGTERM with a stream open: a clean end and a clean exit.
+/// SIGINT and SIGTERM with a stream open: a clean end and a clean exit. Any demo's: the rung is
+/// started with `settings`, and the stream is open once its response head has arrived.
 #[cfg(unix)]
-async fn exits_on_a_signal(rung: Rung) -> Outcome {
+pub(crate) async fn exits_on_a_signal(rung: Rung, settings: &[(&str, &str)]) -> Outcome {
     use rustix::process::Signal;
     use std::os::unix::process::ExitStatusExt;
 
@@ -614,9 +618,8 @@ async fn exits_on_a_signal(rung: Rung) -> Outcome {
     let limit = Duration::from_secs(4);
     for (signal, name) in signals {
         let attempt = async {
-            let mut server = rung.start(FAST).await?;
+            let mut server = rung.start(settings).await?;
             let mut stream = open_stream(&server, &[]).await?;
-            next_tick(&mut stream, WAIT).await?;
             server.send_signal(signal)?;
             let ended = async {
                 loop {
@@ -674,7 +677,7 @@ async fn exits_on_a_signal(rung: Rung) -> Outcome {
 
 /// Signals are Unix's: elsewhere the check says it cannot run.
 #[cfg(not(unix))]
-async fn exits_on_a_signal(_rung: Rung) -> Outcome {
+pub(crate) async fn exits_on_a_signal(_rung: Rung, _settings: &[(&str, &str)]) -> Outcome {
     Outcome::CannotRun(
         "it sends SIGINT and SIGTERM, which only Unix has; run it on Linux or macOS".to_owned(),
     )
@@ -739,7 +742,7 @@ async fn drops_a_stalled_reader(rung: Rung) -> Result<(), String> {
 }
 
 /// A client that sends `GET /events` with a tiny receive window and never reads a byte.
-async fn stalled_client(addr: SocketAddr) -> std::io::Result<TcpStream> {
+pub(crate) async fn stalled_client(addr: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -758,7 +761,7 @@ async fn stalled_client(addr: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 /// Aborts a task when the test lets go of it, whatever path it returns by.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -767,7 +770,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// The header-read timeout: half a request does not hold a connection.
-async fn drops_a_half_sent_request(rung: Rung) -> Result<(), String> {
+pub(crate) async fn drops_a_half_sent_request(rung: Rung) -> Result<(), String> {
     let server = rung
         .start(&[("TICK_MS", "100"), ("HEADER_TIMEOUT_MS", "300")])
         .await?;

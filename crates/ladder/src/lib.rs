@@ -24,6 +24,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub mod artifacts;
+pub mod chat_sse;
 pub mod clock_sse;
 pub mod probe;
 pub mod rung;
@@ -32,7 +33,7 @@ pub mod source;
 pub use rung::{Rung, Server};
 
 /// Every demo's ladder, in the order `list` and `verify` show them.
-pub const LADDERS: &[Ladder] = &[clock_sse::LADDER];
+pub const LADDERS: &[Ladder] = &[clock_sse::LADDER, chat_sse::LADDER];
 
 /// One demo's ladder.
 #[derive(Debug)]

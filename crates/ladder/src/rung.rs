@@ -20,6 +20,8 @@ pub const SETTINGS: &[&str] = &[
     "KEEP_ALIVE_MS",
     "STALL_TIMEOUT_MS",
     "HEADER_TIMEOUT_MS",
+    "BODY_TIMEOUT_MS",
+    "MAX_LAG",
 ];
 
 /// How long a rung may take to print its listening line.

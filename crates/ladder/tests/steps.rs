@@ -93,3 +93,22 @@ fn steps_are_numbered_and_each_later_one_has_a_why_test() {
         );
     }
 }
+
+/// No two ladders share a step name: cargo writes every package's examples to the same
+/// `target/<profile>/examples/` directory, so `cargo build -p clock-sse -p chat-sse --examples`
+/// would leave only one `step2_resume` there, and the checker would run one demo's step as the
+/// other's (cargo only warns: "output filename collision").
+#[test]
+fn step_names_are_unique_across_ladders() {
+    let mut seen = std::collections::HashMap::new();
+    for ladder in LADDERS {
+        for step in ladder.steps {
+            if let Some(other) = seen.insert(step.name, ladder.demo) {
+                panic!(
+                    "{} and {other} both have a step called {}: rename one",
+                    ladder.demo, step.name
+                );
+            }
+        }
+    }
+}
