@@ -25,6 +25,7 @@ use std::time::Duration;
 
 pub mod artifacts;
 pub mod clock_sse;
+pub mod echo_ws;
 pub mod probe;
 pub mod rung;
 pub mod source;
@@ -32,7 +33,7 @@ pub mod source;
 pub use rung::{Rung, Server};
 
 /// Every demo's ladder, in the order `list` and `verify` show them.
-pub const LADDERS: &[Ladder] = &[clock_sse::LADDER];
+pub const LADDERS: &[Ladder] = &[clock_sse::LADDER, echo_ws::LADDER];
 
 /// One demo's ladder.
 #[derive(Debug)]

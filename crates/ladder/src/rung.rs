@@ -20,6 +20,9 @@ pub const SETTINGS: &[&str] = &[
     "KEEP_ALIVE_MS",
     "STALL_TIMEOUT_MS",
     "HEADER_TIMEOUT_MS",
+    "SEND_TIMEOUT_MS",
+    "PING_MS",
+    "IDLE_TIMEOUT_MS",
 ];
 
 /// How long a rung may take to print its listening line.
@@ -147,6 +150,12 @@ impl Server {
     /// The port it listens on, to start the next run of the rung on the same one.
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The process's id, to read what it costs (`/proc/<pid>` on Linux); `None` once it has
+    /// exited.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Sends `signal` to the process.

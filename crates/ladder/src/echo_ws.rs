@@ -1,0 +1,798 @@
+//! echo-ws's ladder: its steps, and the why-tests that climb it.
+//!
+//! Every rung serves the same routes and formats: `GET /` (the page: a `WebSocket` to `/ws`
+//! that reconnects by itself), `GET /ws` (the room: a new client is first sent
+//! `{"type":"welcome","client":<its number>,"clients":<in the room>}`, then every text message
+//! any client sends, as `{"type":"message","from":<the sender's number>,"text":"..."}`) and
+//! `GET /stats` (`{"clients": <in the room>, ...}`), so each test runs unchanged from the step
+//! that needs it to the finished demo. The finished demo also sends join, leave and presence
+//! notices; the tests pass over what they do not look for.
+//!
+//! The clients are tokio-tungstenite's, or a raw TCP socket where a test needs what no polite
+//! client does: a client that stops reading, or one that answers no Ping.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use realtime_kit::client;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::clock_sse::{AbortOnDrop, narrow_connection};
+use crate::probe::{self, WAIT, within};
+use crate::{Ladder, Outcome, Rung, Server, Step, WhyTest};
+
+/// echo-ws's ladder.
+pub const LADDER: Ladder = Ladder {
+    demo: "echo-ws",
+    steps: &[
+        Step {
+            name: "step1_room",
+            adds: "the smallest correct room: the upgrade on hyper, one broadcast ring for \
+                   everyone, the page that reconnects, /stats",
+            why_tests: &[SERVES_THE_ROOM],
+        },
+        Step {
+            name: "step2_origin",
+            adds: "the Origin check (403 for a page of another site) and refusals that say what \
+                   to send: 426 with Upgrade or Sec-WebSocket-Version, JSON errors",
+            why_tests: &[
+                REFUSES_A_PAGE_FROM_ANOTHER_SITE,
+                TELLS_A_PLAIN_GET_TO_UPGRADE,
+            ],
+        },
+    ],
+};
+
+const SERVES_THE_ROOM: WhyTest = WhyTest {
+    name: "serves_the_room",
+    checks: "the page opens a WebSocket to /ws, shows messages as text and reconnects with \
+             backoff and jitter; a new client is welcomed with its number; every text message \
+             goes to every client, the sender too, as JSON with the sender's number, in one \
+             order for all; a client's Close is answered; /stats counts the clients and \
+             forgets those that left",
+    limit: Duration::from_secs(30),
+    run: |rung| Box::pin(async move { Outcome::from(serves_the_room(rung).await) }),
+};
+
+const REFUSES_A_PAGE_FROM_ANOTHER_SITE: WhyTest = WhyTest {
+    name: "refuses_a_page_from_another_site",
+    checks: "a handshake with Origin: http://evil.example (or a look-alike of the server's \
+             own) gets 403 with a JSON {\"error\": ...} and never reads the room; the server's \
+             own pages, and clients that send no Origin, get in",
+    limit: Duration::from_secs(30),
+    run: |rung| {
+        Box::pin(async move { Outcome::from(refuses_a_page_from_another_site(rung).await) })
+    },
+};
+
+const TELLS_A_PLAIN_GET_TO_UPGRADE: WhyTest = WhyTest {
+    name: "tells_a_plain_get_to_upgrade",
+    checks: "a plain GET of /ws gets 426 with Upgrade: websocket, another protocol version \
+             426 with Sec-WebSocket-Version: 13, a malformed key 400, each with a JSON \
+             {\"error\": ...}",
+    limit: Duration::from_secs(30),
+    run: |rung| Box::pin(async move { Outcome::from(tells_a_plain_get_to_upgrade(rung).await) }),
+};
+
+/// A client of the room, on a TCP connection the test opened.
+type Socket = WebSocketStream<TcpStream>;
+
+/// What came next on a socket.
+enum Next {
+    /// A JSON text message.
+    Event(Value),
+    /// The server's Close frame: its code, if it had one, and its reason.
+    Closed(Option<u16>, String),
+    /// The connection ended without a Close frame, what a page sees as code 1006.
+    Cut(String),
+    /// Nothing, within the time allowed.
+    Silent,
+}
+
+impl Next {
+    /// What the server did, for a message: "closed the socket (code 1008, \"too slow\")".
+    fn said(&self) -> String {
+        match self {
+            Next::Event(event) => format!("sent {}", shorten(&event.to_string())),
+            Next::Closed(code, reason) => {
+                format!("closed the socket ({})", close_said(*code, reason))
+            }
+            Next::Cut(why) => format!("cut the connection without a Close frame ({why})"),
+            Next::Silent => "sent nothing".to_owned(),
+        }
+    }
+}
+
+/// "code 1009, \"message too big\"", as a message shows a Close frame.
+fn close_said(code: Option<u16>, reason: &str) -> String {
+    match (code, reason) {
+        (None, _) => "a Close frame without a code".to_owned(),
+        (Some(code), "") => format!("code {code}"),
+        (Some(code), reason) => format!("code {code}, {reason:?}"),
+    }
+}
+
+/// At most 80 characters of `text`, saying how long it was when it is cut.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(80) {
+        Some((end, _)) => format!("{}... ({} bytes)", &text[..end], text.len()),
+        None => text.to_owned(),
+    }
+}
+
+/// The next JSON message, Close or end of `socket` within `limit`; Pings and Pongs are passed
+/// over (tungstenite answers Pings while it reads).
+async fn next_event(socket: &mut Socket, limit: Duration) -> Result<Next, String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let message = match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => return Ok(Next::Silent),
+            Ok(None) => return Ok(Next::Cut("the connection ended".to_owned())),
+            Ok(Some(Err(error))) => return Ok(Next::Cut(error.to_string())),
+            Ok(Some(Ok(message))) => message,
+        };
+        match message {
+            Message::Text(text) => {
+                let event = serde_json::from_str(&text).map_err(|_| {
+                    format!(
+                        "the room sent {:?}, which is not JSON: the page's JSON.parse throws on it",
+                        shorten(&text)
+                    )
+                })?;
+                return Ok(Next::Event(event));
+            }
+            Message::Binary(_) => {
+                return Err(
+                    "the room sent a binary message, though the page reads JSON text".to_owned(),
+                );
+            }
+            Message::Close(frame) => {
+                let code = frame.as_ref().map(|frame| u16::from(frame.code));
+                let reason = frame.map_or_else(String::new, |frame| frame.reason.to_string());
+                return Ok(Next::Closed(code, reason));
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    }
+}
+
+/// A room message's sender and text, `None` for an event of another type; the shape is checked:
+/// `{"type":"message","from":<number>,"text":"..."}` and nothing else.
+fn as_message(event: &Value) -> Result<Option<(u64, String)>, String> {
+    if event["type"] != "message" {
+        return Ok(None);
+    }
+    let fields = event.as_object().map_or(0, serde_json::Map::len);
+    match (event["from"].as_u64(), event["text"].as_str(), fields) {
+        (Some(from), Some(text), 3) => Ok(Some((from, text.to_owned()))),
+        _ => Err(format!(
+            "the room sent {}: a message must be {{\"type\":\"message\",\"from\":<the sender's \
+             number>,\"text\":\"...\"}} and nothing else, the same on every rung",
+            shorten(&event.to_string())
+        )),
+    }
+}
+
+/// The next room message (notices of other kinds are passed over) within `limit`, or what came
+/// instead.
+async fn next_message(socket: &mut Socket, limit: Duration) -> Result<(u64, String), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match next_event(socket, left).await? {
+            Next::Event(event) => {
+                if let Some(message) = as_message(&event)? {
+                    return Ok(message);
+                }
+            }
+            Next::Silent => {
+                return Err(format!(
+                    "no message came within {:.1} s",
+                    limit.as_secs_f64()
+                ));
+            }
+            other => return Err(format!("the server {}", other.said())),
+        }
+    }
+}
+
+/// Reads until the message `text` from `from` arrives, within [`WAIT`].
+async fn message_back(socket: &mut Socket, from: u64, text: &str) -> Result<(), String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (sender, got) = next_message(socket, left).await.map_err(|failure| {
+            format!(
+                "a message {:?} from #{from} never came back: {failure}",
+                shorten(text)
+            )
+        })?;
+        if sender == from && got == text {
+            return Ok(());
+        }
+    }
+}
+
+/// The answer to a handshake.
+enum Opened {
+    /// `101`: a WebSocket.
+    Socket(Socket),
+    /// Anything else: its status, headers and body.
+    Refused {
+        status: u16,
+        headers: HeaderMap,
+        body: String,
+    },
+}
+
+/// Opens a WebSocket to `path` with extra request `headers`, on a connection of its own.
+async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Opened, String> {
+    let tcp = within(
+        WAIT,
+        || format!("could not connect within {} s", WAIT.as_secs()),
+        TcpStream::connect(addr),
+    )
+    .await?
+    .map_err(|error| format!("could not connect: {error}"))?;
+    open_on(tcp, addr, path, headers).await
+}
+
+/// Opens a WebSocket to `path` on `tcp`.
+async fn open_on(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Opened, String> {
+    let mut request = format!("ws://{addr}{path}")
+        .into_client_request()
+        .map_err(|error| format!("not a WebSocket URL: {error}"))?;
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|error| error.to_string())?;
+        let value = HeaderValue::from_str(value).map_err(|error| error.to_string())?;
+        request.headers_mut().insert(name, value);
+    }
+    let handshake = within(
+        WAIT,
+        || {
+            format!(
+                "the WebSocket handshake on {path} got no answer within {} s",
+                WAIT.as_secs()
+            )
+        },
+        tokio_tungstenite::client_async(request, tcp),
+    )
+    .await?;
+    match handshake {
+        Ok((socket, _)) => Ok(Opened::Socket(socket)),
+        Err(tungstenite::Error::Http(response)) => Ok(Opened::Refused {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response
+                .body()
+                .as_deref()
+                .map(|body| String::from_utf8_lossy(body).into_owned())
+                .unwrap_or_default(),
+        }),
+        Err(error) => Err(format!("the WebSocket handshake on {path} failed: {error}")),
+    }
+}
+
+/// Joins the room with extra request `headers`: the socket, its welcome's client number and
+/// its welcome's count of clients.
+async fn join_with(
+    server: &Server,
+    headers: &[(&str, &str)],
+) -> Result<(Socket, u64, u64), String> {
+    let mut socket = match open(server.addr, "/ws", headers).await? {
+        Opened::Socket(socket) => socket,
+        Opened::Refused { status, body, .. } => {
+            return Err(format!(
+                "joining the room (a WebSocket to /ws) was refused with {status} {}",
+                shorten(&body)
+            ));
+        }
+    };
+    let (client, clients) = welcome(&mut socket).await?;
+    Ok((socket, client, clients))
+}
+
+/// Joins the room: the socket and its client number.
+async fn join(server: &Server) -> Result<(Socket, u64), String> {
+    let (socket, client, _) = join_with(server, &[]).await?;
+    Ok((socket, client))
+}
+
+/// Reads the welcome, the first thing a new client is sent: (its number, clients in the room).
+async fn welcome(socket: &mut Socket) -> Result<(u64, u64), String> {
+    let shape = "{\"type\":\"welcome\",\"client\":<its number>,\"clients\":<in the room>}";
+    let event = match next_event(socket, WAIT).await? {
+        Next::Event(event) => event,
+        other => {
+            return Err(format!(
+                "a client that joined the room waited {} s for its welcome, {shape}, but the \
+                 server {}",
+                WAIT.as_secs(),
+                other.said()
+            ));
+        }
+    };
+    let fields = event.as_object().map_or(0, serde_json::Map::len);
+    match (
+        event["type"].as_str(),
+        event["client"].as_u64(),
+        event["clients"].as_u64(),
+        fields,
+    ) {
+        (Some("welcome"), Some(client), Some(clients), 3) => Ok((client, clients)),
+        _ => Err(format!(
+            "the first message a new client got was {}: it must be its welcome, {shape} and \
+             nothing else, so that the page knows which messages are its own",
+            shorten(&event.to_string())
+        )),
+    }
+}
+
+/// `GET /stats`: the clients in the room.
+async fn clients_in_room(server: &Server) -> Result<u64, String> {
+    let response = within(
+        WAIT,
+        || format!("GET /stats got no answer within {} s", WAIT.as_secs()),
+        client::get(&server.url("/stats")),
+    )
+    .await?
+    .map_err(|error| format!("GET /stats failed: {error}"))?;
+    let shape = || {
+        format!(
+            "GET /stats answered {} {:?}: it must be 200 with {{\"clients\": <clients in the \
+             room>, ...}}",
+            response.status,
+            shorten(&response.text())
+        )
+    };
+    if response.status != 200 {
+        return Err(shape());
+    }
+    let json = response.json().map_err(|_| shape())?;
+    json["clients"].as_u64().ok_or_else(shape)
+}
+
+/// Polls `/stats` until `done(clients)` holds; `Ok(false)` if it did not within `limit`.
+async fn clients_until(
+    server: &Server,
+    limit: Duration,
+    done: impl Fn(u64) -> bool,
+) -> Result<bool, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done(clients_in_room(server).await?) {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Opens `/ws` by hand on `tcp`: writes the handshake and reads the `101`'s head, so that what
+/// follows on `tcp` is the server's frames, the welcome first.
+async fn raw_handshake(mut tcp: TcpStream, addr: SocketAddr) -> Result<TcpStream, String> {
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes())
+        .await
+        .map_err(|error| format!("could not send a handshake: {error}"))?;
+    let head = within(
+        WAIT,
+        || {
+            format!(
+                "a handshake on /ws got no answer within {} s",
+                WAIT.as_secs()
+            )
+        },
+        async {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+                match tcp.read(&mut byte).await {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            String::from_utf8_lossy(&head).into_owned()
+        },
+    )
+    .await?;
+    if !head.starts_with("HTTP/1.1 101 ") || !head.ends_with("\r\n\r\n") {
+        return Err(format!(
+            "a WebSocket handshake on /ws was answered {:?}",
+            head.lines().next().unwrap_or("with nothing")
+        ));
+    }
+    Ok(tcp)
+}
+
+/// One frame the server sent (a server never masks its frames): its opcode and payload.
+async fn read_frame(tcp: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut header = [0u8; 2];
+    tcp.read_exact(&mut header).await?;
+    let length = match header[1] & 0x7F {
+        126 => u64::from(tcp.read_u16().await?),
+        127 => tcp.read_u64().await?,
+        short => u64::from(short),
+    };
+    if length > 1 << 20 {
+        return Err(std::io::Error::other(format!(
+            "the server sent a frame of {length} bytes"
+        )));
+    }
+    let mut payload = vec![0u8; length as usize];
+    tcp.read_exact(&mut payload).await?;
+    Ok((header[0] & 0x0F, payload))
+}
+
+/// The rung is a room at all: what every rung, step 1 on, serves.
+async fn serves_the_room(rung: Rung) -> Result<(), String> {
+    let server = rung.start(&[]).await?;
+
+    let page = within(
+        WAIT,
+        || "GET / got no answer".to_owned(),
+        client::get(&server.url("/")),
+    )
+    .await?
+    .map_err(|error| format!("GET / failed: {error}"))?;
+    let content_type = page
+        .headers
+        .get("content-type")
+        .and_then(|value| value.to_str().ok());
+    if page.status != 200 || !content_type.is_some_and(|value| value.starts_with("text/html")) {
+        return Err(format!(
+            "GET / answered {} with Content-Type {content_type:?}, not the HTML page",
+            page.status
+        ));
+    }
+    let html = page.text();
+    if !html.contains("new WebSocket(") || !html.contains("/ws") {
+        return Err(
+            "the page never opens `new WebSocket(...\"/ws\")`, so a browser never joins".to_owned(),
+        );
+    }
+    let reconnects = (html.contains("onclose") || html.contains("\"close\""))
+        && html.contains("setTimeout(connect");
+    if !reconnects {
+        return Err(
+            "the page does not open a new WebSocket when its socket closes (`setTimeout(connect, \
+             ...)` on close): unlike an EventSource, a WebSocket never reconnects by itself, so \
+             after a server restart or a network drop the page stays dead"
+                .to_owned(),
+        );
+    }
+    if !html.contains("Math.random()") {
+        return Err(
+            "the page reconnects without jitter (no Math.random()): after a restart every page \
+             comes back at the same instant, on every round"
+                .to_owned(),
+        );
+    }
+    if ["innerHTML", "insertAdjacentHTML", "document.write"]
+        .iter()
+        .any(|markup| html.contains(markup))
+    {
+        return Err(
+            "the page writes HTML (innerHTML, insertAdjacentHTML or document.write): a message \
+             such as <img src=x onerror=...> would run script in every reader's page"
+                .to_owned(),
+        );
+    }
+
+    let (mut first, first_id, _) = join_with(&server, &[]).await?;
+    let (mut second, second_id, counted) = join_with(&server, &[]).await?;
+    if first_id == second_id {
+        return Err(format!(
+            "two clients were both welcomed as #{first_id}: a page could not tell its own \
+             messages from the other's"
+        ));
+    }
+    if counted != 2 {
+        return Err(format!(
+            "the second client's welcome says {counted} clients are in the room, but 2 are"
+        ));
+    }
+
+    let tricky = "say \"hi\" <b>&amp;</b>\\ é\nsecond line";
+    send(&mut first, tricky).await?;
+    for (socket, who) in [
+        (&mut first, "its sender"),
+        (&mut second, "the other client"),
+    ] {
+        let (from, text) = next_message(socket, WAIT)
+            .await
+            .map_err(|failure| format!("a message was not relayed to {who}: {failure}"))?;
+        if from != first_id || text != tricky {
+            return Err(format!(
+                "#{first_id} sent {tricky:?}, and {who} got {text:?} from #{from}: the text must \
+                 arrive exactly as sent (JSON-escaped), with the sender's number"
+            ));
+        }
+    }
+
+    // One ring for everyone: whatever order two senders' messages meet in on the server, every
+    // client sees that one order, and each sender's messages in the order it sent them.
+    for n in 0..5 {
+        send(&mut first, &format!("a{n}")).await?;
+        send(&mut second, &format!("b{n}")).await?;
+    }
+    let mut orders = Vec::new();
+    for socket in [&mut first, &mut second] {
+        let mut order = Vec::new();
+        while order.len() < 10 {
+            order.push(next_message(socket, WAIT).await?.1);
+        }
+        orders.push(order);
+    }
+    if orders[0] != orders[1] {
+        return Err(format!(
+            "two clients saw the same ten messages in different orders ({} and {}): each \
+             client's copy must come from one room, in one order",
+            orders[0].join(" "),
+            orders[1].join(" ")
+        ));
+    }
+    for prefix in ["a", "b"] {
+        let theirs: Vec<&String> = orders[0]
+            .iter()
+            .filter(|text| text.starts_with(prefix))
+            .collect();
+        let sent: Vec<String> = (0..5).map(|n| format!("{prefix}{n}")).collect();
+        if theirs
+            .iter()
+            .map(|text| text.as_str())
+            .ne(sent.iter().map(String::as_str))
+        {
+            return Err(format!(
+                "a client sent {} and the room relayed {}: one sender's messages must keep \
+                 their order",
+                sent.join(" "),
+                theirs
+                    .iter()
+                    .map(|text| text.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+        }
+    }
+    if clients_in_room(&server).await? != 2 {
+        return Err(format!(
+            "/stats counted {} clients in the room while 2 were",
+            clients_in_room(&server).await?
+        ));
+    }
+
+    // The closing handshake: the client's Close is answered with one, then the connection ends.
+    first
+        .close(None)
+        .await
+        .map_err(|error| format!("could not send a Close frame: {error}"))?;
+    let answered = tokio::time::timeout(WAIT, async {
+        loop {
+            match first.next().await {
+                Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+                _ => return false,
+            }
+        }
+    })
+    .await;
+    if answered != Ok(true) {
+        return Err(format!(
+            "a client that closed its socket got no Close frame back{}: the browser reports \
+             code 1006, as for a broken connection, instead of a clean close",
+            if answered.is_err() {
+                format!(" within {} s", WAIT.as_secs())
+            } else {
+                String::new()
+            }
+        ));
+    }
+    send(&mut second, "still here").await?;
+    message_back(&mut second, second_id, "still here").await?;
+    drop((first, second));
+    if !clients_until(&server, Duration::from_secs(3), |clients| clients == 0).await? {
+        return Err(
+            "two clients that left (one closed, one dropped its connection) were still counted \
+             in /stats 3 s later: the server keeps something for every client that has gone"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// Sends a text message, or says why it could not.
+async fn send(socket: &mut Socket, text: &str) -> Result<(), String> {
+    within(
+        WAIT,
+        || format!("sending a message took more than {} s", WAIT.as_secs()),
+        socket.send(Message::text(text)),
+    )
+    .await?
+    .map_err(|error| format!("could not send a message: {error}"))
+}
+
+/// Checks that `body` is `{"error": "<a sentence>"}`.
+fn json_error(body: &str) -> bool {
+    serde_json::from_str::<Value>(body).is_ok_and(|json| json["error"].is_string())
+}
+
+/// Cross-site WebSocket hijacking: a page of another origin is refused before the upgrade.
+async fn refuses_a_page_from_another_site(rung: Rung) -> Result<(), String> {
+    let server = rung.start(&[]).await?;
+    let (mut member, member_id) = join(&server).await?;
+    let port = server.port();
+    let foreign = [
+        "http://evil.example".to_owned(),
+        format!("http://127.0.0.1:{port}.evil.example"),
+    ];
+    for origin in &foreign {
+        match open(server.addr, "/ws", &[("origin", origin)]).await? {
+            Opened::Socket(mut spy) => {
+                send(&mut member, "my password is hunter2").await?;
+                let overheard = next_message(&mut spy, WAIT).await.ok();
+                let read = overheard.map_or_else(String::new, |(_, text)| {
+                    format!(" and read what #{member_id} said ({text:?})")
+                });
+                return Err(format!(
+                    "a page on {origin} opened a socket to the room{read}: a browser sends the \
+                     visitor's cookies with a WebSocket handshake whatever site the page comes \
+                     from, and no same-origin policy protects a WebSocket, so any site the \
+                     visitor opens can read the room in their name (cross-site WebSocket \
+                     hijacking); a handshake whose Origin is not the server's own must get 403"
+                ));
+            }
+            Opened::Refused { status, body, .. } => {
+                if status != 403 {
+                    return Err(format!(
+                        "a page on {origin} was refused with {status}, not 403 Forbidden"
+                    ));
+                }
+                if !json_error(&body) {
+                    return Err(format!(
+                        "a page on {origin} got 403 with the body {:?}: it must be JSON, \
+                         {{\"error\": \"<what is wrong>\"}}",
+                        shorten(&body)
+                    ));
+                }
+            }
+        }
+    }
+    let own = format!("http://127.0.0.1:{port}");
+    join_with(&server, &[("origin", &own)])
+        .await
+        .map_err(|failure| {
+            format!("a page served by the server itself (Origin: {own}) could not join: {failure}")
+        })?;
+    send(&mut member, "no Origin: a script, not a page").await?;
+    message_back(&mut member, member_id, "no Origin: a script, not a page")
+        .await
+        .map_err(|failure| {
+            format!("a client that sends no Origin (a script, curl) was not kept: {failure}")
+        })
+}
+
+/// A handshake that cannot succeed is told what to send instead.
+async fn tells_a_plain_get_to_upgrade(rung: Rung) -> Result<(), String> {
+    let server = rung.start(&[]).await?;
+    let header = |headers: &HeaderMap, name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let request = |headers: &'static [(&'static str, &'static str)]| {
+        let addr = server.addr;
+        async move {
+            let response = probe::get(addr, "/ws", headers).await?;
+            let status = response.status().as_u16();
+            let head = response.headers().clone();
+            let body = probe::body_text(response, 64 * 1024, WAIT).await?;
+            Ok::<_, String>((status, head, body))
+        }
+    };
+
+    let (status, head, body) = request(&[]).await?;
+    if status != 426 || !json_error(&body) {
+        return Err(format!(
+            "a plain GET of /ws (a browser opening the URL, or curl) got {status} {:?} instead \
+             of 426 Upgrade Required with a JSON {{\"error\": ...}}: nothing tells the person \
+             that this is a WebSocket endpoint and how to connect",
+            shorten(&body)
+        ));
+    }
+    if !header(&head, "upgrade").is_some_and(|value| value.eq_ignore_ascii_case("websocket")) {
+        return Err(
+            "a plain GET of /ws got 426 without `Upgrade: websocket`, the header that names \
+             the protocol to switch to (RFC 9110 requires it with a 426)"
+                .to_owned(),
+        );
+    }
+
+    const OLD_VERSION: &[(&str, &str)] = &[
+        ("upgrade", "websocket"),
+        ("connection", "Upgrade"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("sec-websocket-version", "8"),
+    ];
+    let (status, head, body) = request(OLD_VERSION).await?;
+    let versions = header(&head, "sec-websocket-version");
+    if status != 426 || versions.as_deref() != Some("13") || !json_error(&body) {
+        return Err(format!(
+            "a client speaking an older draft (Sec-WebSocket-Version: 8) got {status} with \
+             Sec-WebSocket-Version {versions:?} and {:?}: RFC 6455 section 4.4 asks for 426 \
+             with `Sec-WebSocket-Version: 13`, the version to retry with, and the body must be \
+             a JSON {{\"error\": ...}}",
+            shorten(&body)
+        ));
+    }
+
+    const BAD_KEY: &[(&str, &str)] = &[
+        ("upgrade", "websocket"),
+        ("connection", "Upgrade"),
+        ("sec-websocket-key", "short"),
+        ("sec-websocket-version", "13"),
+    ];
+    let (status, _, body) = request(BAD_KEY).await?;
+    if status != 400 || !json_error(&body) {
+        return Err(format!(
+            "a handshake whose Sec-WebSocket-Key is not 16 bytes in base64 got {status} {:?}, \
+             not 400 with a JSON {{\"error\": ...}}",
+            shorten(&body)
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_exactly_type_from_and_text() {
+        let message: Value = serde_json::json!({"type": "message", "from": 7, "text": "hi"});
+        assert_eq!(as_message(&message), Ok(Some((7, "hi".to_owned()))));
+        let join: Value = serde_json::json!({"type": "join", "client": 7, "clients": 2});
+        assert_eq!(as_message(&join), Ok(None));
+        for wrong in [
+            serde_json::json!({"type": "message", "from": "7", "text": "hi"}),
+            serde_json::json!({"type": "message", "from": 7}),
+            serde_json::json!({"type": "message", "from": 7, "text": "hi", "at": 1}),
+        ] {
+            assert!(as_message(&wrong).unwrap_err().contains("nothing else"));
+        }
+    }
+
+    #[test]
+    fn long_texts_are_shortened_with_their_length() {
+        assert_eq!(shorten("short"), "short");
+        let long = "é".repeat(100);
+        let shown = shorten(&long);
+        assert!(shown.starts_with(&"é".repeat(80)), "{shown}");
+        assert!(shown.ends_with("... (200 bytes)"), "{shown}");
+        assert_eq!(
+            close_said(Some(1009), "message too big"),
+            "code 1009, \"message too big\""
+        );
+        assert_eq!(close_said(Some(1001), ""), "code 1001");
+    }
+}
