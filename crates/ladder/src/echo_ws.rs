@@ -49,6 +49,16 @@ pub const LADDER: Ladder = Ladder {
                 TELLS_A_PLAIN_GET_TO_UPGRADE,
             ],
         },
+        Step {
+            name: "step3_limits",
+            adds: "limits on what a client may send (64 KiB of text: 1009, binary: 1003) and on \
+                   what its socket costs (a 4 KiB read buffer, a bounded write buffer)",
+            why_tests: &[
+                CLOSES_A_MESSAGE_TOO_BIG,
+                CLOSES_BINARY_DATA,
+                KEEPS_AN_IDLE_CLIENT_SMALL,
+            ],
+        },
     ],
 };
 
@@ -81,6 +91,30 @@ const TELLS_A_PLAIN_GET_TO_UPGRADE: WhyTest = WhyTest {
              {\"error\": ...}",
     limit: Duration::from_secs(30),
     run: |rung| Box::pin(async move { Outcome::from(tells_a_plain_get_to_upgrade(rung).await) }),
+};
+
+const CLOSES_A_MESSAGE_TOO_BIG: WhyTest = WhyTest {
+    name: "closes_a_message_too_big_with_1009",
+    checks: "a client that sends a 1 MiB message is closed with 1009 (message too big) and \
+             nobody receives it; the others go on",
+    limit: Duration::from_secs(30),
+    run: |rung| Box::pin(async move { Outcome::from(closes_a_message_too_big(rung).await) }),
+};
+
+const CLOSES_BINARY_DATA: WhyTest = WhyTest {
+    name: "closes_binary_data_with_1003",
+    checks: "a client that sends binary data to the room, which relays text, is closed with \
+             1003 (unsupported data) within 2 s",
+    limit: Duration::from_secs(30),
+    run: |rung| Box::pin(async move { Outcome::from(closes_binary_data(rung).await) }),
+};
+
+const KEEPS_AN_IDLE_CLIENT_SMALL: WhyTest = WhyTest {
+    name: "keeps_an_idle_client_small",
+    checks: "200 idle clients grow the server's resident memory by less than 32 KiB each \
+             (Linux only: it reads /proc)",
+    limit: Duration::from_secs(30),
+    run: |rung| Box::pin(keeps_an_idle_client_small(rung)),
 };
 
 /// A client of the room, on a TCP connection the test opened.
@@ -761,6 +795,167 @@ async fn tells_a_plain_get_to_upgrade(rung: Rung) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A message over the limit is refused, and the room goes on.
+async fn closes_a_message_too_big(rung: Rung) -> Result<(), String> {
+    let server = rung.start(&[]).await?;
+    let (mut watcher, watcher_id) = join(&server).await?;
+    let (mut big, big_id) = join(&server).await?;
+    let huge = "x".repeat(1 << 20);
+    // The server may close before the whole message is out: what it answers is what counts.
+    let _ = within(WAIT, String::new, big.send(Message::text(huge.as_str()))).await;
+    let relayed = "a client sent a 1 MiB message and the room relayed it to everyone: with \
+                   tungstenite's default limit (64 MiB a message) one client makes the server \
+                   hold, copy and send whatever it likes to every client; a room of chat lines \
+                   needs 64 KiB at most, and must refuse more with Close 1009 (message too big)";
+    loop {
+        match next_event(&mut big, WAIT).await? {
+            Next::Event(event) => match as_message(&event)? {
+                Some((from, text)) if from == big_id && text.len() == huge.len() => {
+                    return Err(relayed.to_owned());
+                }
+                _ => continue,
+            },
+            Next::Closed(Some(1009), _) => break,
+            other => {
+                return Err(format!(
+                    "a client that sent a 1 MiB message, over the room's 64 KiB, expected Close \
+                     1009 (message too big), but the server {}",
+                    other.said()
+                ));
+            }
+        }
+    }
+    send(&mut watcher, "still here").await?;
+    loop {
+        let (from, text) = next_message(&mut watcher, WAIT).await.map_err(|failure| {
+            format!("after a client was closed for a message too big, the room stopped: {failure}")
+        })?;
+        if text.len() > 64 * 1024 {
+            return Err(relayed.to_owned());
+        }
+        if from == watcher_id && text == "still here" {
+            return Ok(());
+        }
+    }
+}
+
+/// Binary data, which the room does not relay, is refused with a reason.
+async fn closes_binary_data(rung: Rung) -> Result<(), String> {
+    let server = rung.start(&[]).await?;
+    let (mut socket, _) = join(&server).await?;
+    within(
+        WAIT,
+        || "sending a binary message took too long".to_owned(),
+        socket.send(Message::binary(vec![0xde, 0xad, 0xbe, 0xef])),
+    )
+    .await?
+    .map_err(|error| format!("could not send a binary message: {error}"))?;
+    let patience = Duration::from_secs(2);
+    loop {
+        match next_event(&mut socket, patience).await? {
+            Next::Event(_) => continue,
+            Next::Closed(Some(1003), _) => return Ok(()),
+            Next::Silent => {
+                return Err(format!(
+                    "a client that sent binary data to the room, which relays text only, heard \
+                     nothing for {} s: its message vanished without a word; the server must \
+                     close with 1003 (unsupported data), which the page can show",
+                    patience.as_secs()
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "a client that sent binary data expected Close 1003 (unsupported data), \
+                     but the server {}",
+                    other.said()
+                ));
+            }
+        }
+    }
+}
+
+/// What an idle client costs: tungstenite's default read buffer is 128 KiB, zero-filled.
+#[cfg(target_os = "linux")]
+async fn keeps_an_idle_client_small(rung: Rung) -> Outcome {
+    Outcome::from(idle_clients_cost(rung).await)
+}
+
+/// `/proc` is Linux's: elsewhere the check says it cannot run.
+#[cfg(not(target_os = "linux"))]
+async fn keeps_an_idle_client_small(_rung: Rung) -> Outcome {
+    Outcome::CannotRun(
+        "it reads the server's resident memory from /proc, which only Linux has".to_owned(),
+    )
+}
+
+#[cfg(target_os = "linux")]
+async fn idle_clients_cost(rung: Rung) -> Result<(), String> {
+    const CLIENTS: u64 = 200;
+    const MOST_PER_CLIENT: u64 = 32 * 1024;
+    let server = rung.start(&[]).await?;
+    let pid = server.pid().ok_or("the server exited at once")?;
+    let resident = || resident_bytes(pid);
+    // A first client pays what the first of anything costs (the runtime's threads, buffers).
+    let mut idle = vec![idle_client(&server).await?];
+    let before = resident()?;
+    for _ in 0..CLIENTS {
+        idle.push(idle_client(&server).await?);
+    }
+    // Each session reads right after its welcome, which is when tungstenite fills its buffer:
+    // watch the memory for a moment after the last welcome, and take the most it reached.
+    let mut most = resident()?;
+    let watch_until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < watch_until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        most = most.max(resident()?);
+    }
+    let per_client = most.saturating_sub(before) / CLIENTS;
+    if per_client > MOST_PER_CLIENT {
+        return Err(format!(
+            "{CLIENTS} idle clients grew the server by {:.1} MiB, {:.0} KiB each: with \
+             tungstenite's default 128 KiB read buffer, zero-filled for every socket, 10,000 \
+             idle visitors would hold {:.1} GiB; a room of chat lines needs a few KiB per \
+             socket (WebSocketConfig::read_buffer_size)",
+            (most - before) as f64 / f64::from(1 << 20),
+            per_client as f64 / 1024.0,
+            (per_client * 10_000) as f64 / f64::from(1 << 30)
+        ));
+    }
+    drop(idle);
+    Ok(())
+}
+
+/// A client that joins, reads its welcome and then does nothing.
+#[cfg(target_os = "linux")]
+async fn idle_client(server: &Server) -> Result<TcpStream, String> {
+    let tcp = TcpStream::connect(server.addr)
+        .await
+        .map_err(|error| format!("could not connect: {error}"))?;
+    let mut tcp = raw_handshake(tcp, server.addr).await?;
+    let (opcode, _) = within(WAIT, || "no welcome came".to_owned(), read_frame(&mut tcp))
+        .await?
+        .map_err(|error| format!("no welcome came: {error}"))?;
+    if opcode != 0x1 {
+        return Err(format!(
+            "a new client's first frame had opcode {opcode:#x}, not text (its welcome)"
+        ));
+    }
+    Ok(tcp)
+}
+
+/// The process's resident memory, from `/proc/<pid>/statm` (in pages).
+#[cfg(target_os = "linux")]
+fn resident_bytes(pid: u32) -> Result<u64, String> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .map_err(|error| format!("cannot read the server's memory: {error}"))?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|pages| pages.parse().ok())
+        .ok_or_else(|| format!("/proc/{pid}/statm says {statm:?}"))?;
+    Ok(pages * rustix::param::page_size() as u64)
 }
 
 #[cfg(test)]
