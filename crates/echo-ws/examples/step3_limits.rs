@@ -64,10 +64,8 @@ static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1); // numbers the connections: a
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = std::env::var("PORT").map_or(Ok(3001), |port| port.parse())?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    println!(
-        "step2_origin listening on http://{}",
-        listener.local_addr()?
-    );
+    let addr = listener.local_addr()?;
+    println!("step3_limits listening on http://{addr}");
     let room = Room::new(128);
     loop {
         let Ok((socket, _)) = listener.accept().await else {

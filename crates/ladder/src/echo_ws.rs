@@ -59,6 +59,12 @@ pub const LADDER: Ladder = Ladder {
                 KEEPS_AN_IDLE_CLIENT_SMALL,
             ],
         },
+        Step {
+            name: "step4_slow_clients",
+            adds: "the slow-client policy: a write must finish within SEND_TIMEOUT_MS, a client a \
+                   ring behind is closed with 1008, the others never wait",
+            why_tests: &[DROPS_A_STALLED_READER, CLOSES_A_CLIENT_THAT_FELL_BEHIND],
+        },
     ],
 };
 
@@ -115,6 +121,24 @@ const KEEPS_AN_IDLE_CLIENT_SMALL: WhyTest = WhyTest {
              (Linux only: it reads /proc)",
     limit: Duration::from_secs(30),
     run: |rung| Box::pin(keeps_an_idle_client_small(rung)),
+};
+
+const DROPS_A_STALLED_READER: WhyTest = WhyTest {
+    name: "drops_a_stalled_reader",
+    checks: "a client that stops reading leaves /stats soon after SEND_TIMEOUT_MS (300 ms \
+             here), while a client that reads gets every message, in order, and stays",
+    limit: Duration::from_secs(30),
+    run: |rung| Box::pin(async move { Outcome::from(drops_a_stalled_reader(rung).await) }),
+};
+
+const CLOSES_A_CLIENT_THAT_FELL_BEHIND: WhyTest = WhyTest {
+    name: "closes_a_client_that_fell_behind",
+    checks: "a client that falls more than the room's ring (128 messages) behind gets what it \
+             had, without a gap, then Close 1008 (too slow)",
+    limit: Duration::from_secs(30),
+    run: |rung| {
+        Box::pin(async move { Outcome::from(closes_a_client_that_fell_behind(rung).await) })
+    },
 };
 
 /// A client of the room, on a TCP connection the test opened.
@@ -260,12 +284,8 @@ async fn message_back(socket: &mut Socket, from: u64, text: &str) -> Result<(), 
 enum Opened {
     /// `101`: a WebSocket.
     Socket(Socket),
-    /// Anything else: its status, headers and body.
-    Refused {
-        status: u16,
-        headers: HeaderMap,
-        body: String,
-    },
+    /// Anything else: its status and body.
+    Refused { status: u16, body: String },
 }
 
 /// Opens a WebSocket to `path` with extra request `headers`, on a connection of its own.
@@ -310,7 +330,6 @@ async fn open_on(
         Ok((socket, _)) => Ok(Opened::Socket(socket)),
         Err(tungstenite::Error::Http(response)) => Ok(Opened::Refused {
             status: response.status().as_u16(),
-            headers: response.headers().clone(),
             body: response
                 .body()
                 .as_deref()
@@ -956,6 +975,179 @@ fn resident_bytes(pid: u32) -> Result<u64, String> {
         .and_then(|pages| pages.parse().ok())
         .ok_or_else(|| format!("/proc/{pid}/statm says {statm:?}"))?;
     Ok(pages * rustix::param::page_size() as u64)
+}
+
+/// The padding of the messages that fill a slow client's buffers: 16 KiB each.
+fn padding() -> String {
+    "x".repeat(16 * 1024)
+}
+
+/// Sends message `n` (`"<n> <padding>"`) and waits until it comes back to its sender, so that
+/// the room is never more than one message ahead of the sender's own copy.
+async fn send_numbered(
+    sender: &mut Socket,
+    sender_id: u64,
+    n: usize,
+    padding: &str,
+) -> Result<(), String> {
+    let text = format!("{n} {padding}");
+    send(sender, &text).await?;
+    message_back(sender, sender_id, &text).await
+}
+
+/// The number of a message sent by [`send_numbered`].
+fn number_of(text: &str) -> Option<usize> {
+    text.split_once(' ')?.0.parse().ok()
+}
+
+/// The write timeout: a client that stops reading is let go, one that reads is kept.
+async fn drops_a_stalled_reader(rung: Rung) -> Result<(), String> {
+    const LIMIT_MS: u64 = 300;
+    let limit = LIMIT_MS.to_string();
+    let server = rung.start(&[("SEND_TIMEOUT_MS", &limit)]).await?;
+    let (mut sender, sender_id) = join(&server).await?;
+    let (mut watcher, _) = join(&server).await?;
+    // The watcher reads all the time and notes the number of every message from the sender.
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let watching = AbortOnDrop(tokio::spawn({
+        let heard = heard.clone();
+        async move {
+            while let Ok((from, text)) = next_message(&mut watcher, Duration::from_secs(60)).await {
+                if from == sender_id {
+                    let mut heard = heard
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    heard.push(number_of(&text));
+                }
+            }
+        }
+    }));
+    let stalled = narrow_connection(server.addr)
+        .await
+        .map_err(|error| format!("could not open the stalled client's connection: {error}"))?;
+    let _stalled = raw_handshake(stalled, server.addr).await?;
+    if !clients_until(&server, Duration::from_secs(3), |clients| clients == 3).await? {
+        return Err(format!(
+            "a client that joined and then read nothing never showed in /stats (it says {} \
+             clients; 3 had joined)",
+            clients_in_room(&server).await?
+        ));
+    }
+
+    // 16 KiB messages fill the stalled client's buffers after a few dozen; 1,024 (16 MiB) are
+    // far more than any loopback buffer holds, so it is stuck long before the last.
+    let padding = padding();
+    let mut sent = 0;
+    while sent < 1024 {
+        send_numbered(&mut sender, sender_id, sent, &padding).await?;
+        sent += 1;
+        if sent % 16 == 0 && clients_in_room(&server).await? < 3 {
+            break;
+        }
+    }
+    let patience = Duration::from_millis(LIMIT_MS) + Duration::from_secs(3);
+    if !clients_until(&server, patience, |clients| clients < 3).await? {
+        return Err(format!(
+            "a client that stopped reading (a phone that lost its network, a frozen tab) was \
+             still in the room {:.1} s after {sent} messages of 16 KiB had gone out, though \
+             SEND_TIMEOUT_MS asked for {LIMIT_MS} ms: its task waits in a write that never \
+             ends, holding its socket, its buffers and its place for as long as the kernel \
+             keeps the connection, which can be hours",
+            patience.as_secs_f64()
+        ));
+    }
+
+    // The others were not held up, lost nothing, and stay.
+    send_numbered(&mut sender, sender_id, sent, &padding).await?;
+    let got_all = within(WAIT, String::new, async {
+        loop {
+            let heard = heard
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            if heard.len() > sent || watching.0.is_finished() {
+                return heard;
+            }
+            drop(heard);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_default();
+    let expected: Vec<Option<usize>> = (0..=sent).map(Some).collect();
+    if got_all != expected {
+        return Err(format!(
+            "the client that kept reading got {} of the {} messages, or not in order: the \
+             policy must only let go of the client that stopped reading",
+            got_all.len(),
+            sent + 1
+        ));
+    }
+    if clients_in_room(&server).await? != 2 {
+        return Err(
+            "the client that kept reading, or the sender, was cut off too: the write timeout \
+             must only let go of a client that stops reading"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// A client a ring behind is closed and told why, after what it had, without a gap.
+async fn closes_a_client_that_fell_behind(rung: Rung) -> Result<(), String> {
+    // Long enough that the client's stuck write does not time out: it is behind, not gone.
+    let server = rung.start(&[("SEND_TIMEOUT_MS", "20000")]).await?;
+    let (mut sender, sender_id) = join(&server).await?;
+    let behind = narrow_connection(server.addr)
+        .await
+        .map_err(|error| format!("could not open the slow client's connection: {error}"))?;
+    let behind = raw_handshake(behind, server.addr).await?;
+    // While it reads nothing its session is stuck in a write, and the ring moves on: 400
+    // messages of 16 KiB fill its buffers, then overtake it by far more than 128.
+    let padding = padding();
+    for n in 0..400 {
+        send_numbered(&mut sender, sender_id, n, &padding).await?;
+    }
+    // Now it reads again: what it had, then the news that it fell behind.
+    let mut behind = WebSocketStream::from_raw_socket(behind, Role::Client, None).await;
+    let mut next = 0;
+    loop {
+        match next_event(&mut behind, WAIT).await? {
+            Next::Event(event) => {
+                let Some((_, text)) = as_message(&event)? else {
+                    continue;
+                };
+                let number = number_of(&text);
+                if number != Some(next) {
+                    return Err(format!(
+                        "a client that fell behind got message {next} and then {}: the room \
+                         skipped what it had missed without a word, so its page shows a \
+                         conversation with holes in it",
+                        number.map_or_else(|| "another".to_owned(), |n| n.to_string())
+                    ));
+                }
+                next += 1;
+            }
+            Next::Closed(Some(1008), _) => return Ok(()),
+            Next::Silent if next == 400 => {
+                return Err(
+                    "a client that read nothing while 400 messages of 16 KiB went out got them \
+                     all afterwards, so it never fell behind: this test's buffers were too big \
+                     to show the policy"
+                        .to_owned(),
+                );
+            }
+            other => {
+                return Err(format!(
+                    "a client that fell more than the room's ring (128 messages) behind got {next} \
+                     messages and then the server {}: it must close with 1008 (policy \
+                     violation) and say \"too slow\", or the page cannot tell its user why it \
+                     lost the room (1006 is what a network failure looks like)",
+                    other.said()
+                ));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
