@@ -20,11 +20,10 @@ use http_body_util::Full;
 use hyper::{Request, Response, server::conn::http1, service::service_fn, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::server::create_response_with_body;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, handshake::server::create_response_with_body};
-use tokio_tungstenite::tungstenite::{
-    Message, error::ProtocolError, protocol::frame::coding::CloseCode,
-};
+use tokio_tungstenite::tungstenite::{self, Message, error::ProtocolError};
 
 const PAGE: &str = r##"<!doctype html><meta charset="utf-8"><title>echo-ws</title>
 <!-- maxlength counts UTF-16 units, at most 3 bytes of UTF-8 each: the server takes 64 KiB. -->
@@ -85,11 +84,9 @@ async fn respond(mut request: Request<hyper::body::Incoming>, room: Room) -> Rep
         "/" => (200, "text/html; charset=utf-8", PAGE.to_owned()),
         "/stats" => (200, "application/json", stats),
         "/ws" => {
-            // ANCHOR: check_origin
             if let Err(refusal) = same_origin(&request) {
                 return Ok(refusal);
             }
-            // ANCHOR_END: check_origin
             // tungstenite checks the handshake (RFC 6455 4.2.1) and computes the accept key.
             match create_response_with_body(&request, Full::default) {
                 Ok(switching_protocols) => {
@@ -97,9 +94,7 @@ async fn respond(mut request: Request<hyper::body::Incoming>, room: Room) -> Rep
                     tokio::spawn(session(hyper::upgrade::on(&mut request), room));
                     return Ok(switching_protocols);
                 }
-                // ANCHOR: handshake_refused
                 Err(error) => return Ok(handshake_refused(&error)),
-                // ANCHOR_END: handshake_refused
             }
         }
         _ => (404, "text/plain", "not found\n".to_owned()),
@@ -109,7 +104,6 @@ async fn respond(mut request: Request<hyper::body::Incoming>, room: Room) -> Rep
     Ok(response.body(Full::from(body)).expect("valid headers"))
 }
 
-// ANCHOR: refusals
 /// `Err` with a `403` unless the page that opens the socket was loaded from this server: its
 /// `Origin`'s host and port are the `Host` it connects to (the scheme is not compared, so an
 /// `https` page behind a proxy that speaks plain HTTP to us still gets in). No `Origin`: not a
@@ -165,7 +159,6 @@ fn refusal(status: u16, error: &str, hint: Option<(&str, &str)>) -> Response<Bod
     let body = serde_json::json!({ "error": error }).to_string();
     response.body(Full::from(body)).expect("valid headers")
 }
-// ANCHOR_END: refusals
 
 // ANCHOR: limits
 /// The largest text message a client may send. A chat line is far smaller; the room relays each

@@ -27,11 +27,10 @@ use hyper::{Request, Response, server::conn::http1, service::service_fn, upgrade
 use hyper_util::rt::TokioIo;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::server::create_response_with_body;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, handshake::server::create_response_with_body};
-use tokio_tungstenite::tungstenite::{
-    Message, error::ProtocolError, protocol::frame::coding::CloseCode,
-};
+use tokio_tungstenite::tungstenite::{self, Message, error::ProtocolError};
 
 const PAGE: &str = r##"<!doctype html><meta charset="utf-8"><title>echo-ws</title>
 <!-- maxlength counts UTF-16 units, at most 3 bytes of UTF-8 each: the server takes 64 KiB. -->
@@ -70,9 +69,7 @@ static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1); // numbers the connections: a
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = std::env::var("PORT").map_or(Ok(3001), |port| port.parse())?;
-    // ANCHOR: send_timeout
-    let send_timeout = millis("SEND_TIMEOUT_MS", 10_000)?;
-    // ANCHOR_END: send_timeout
+    let settings = Settings::from_env()?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     println!("step4_slow_clients listening on http://{addr}");
@@ -83,34 +80,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue;
         };
         let room = room.clone();
-        let service = service_fn(move |request| respond(request, room.clone(), send_timeout));
+        let service = service_fn(move |request| respond(request, room.clone(), settings));
         let connection = http1::Builder::new().serve_connection(TokioIo::new(socket), service);
         tokio::spawn(connection.with_upgrades()); // after a 101, hyper hands the socket over
     }
 }
 
-async fn respond(mut request: Request<Incoming>, room: Room, send_timeout: Duration) -> Reply {
+async fn respond(mut request: Request<Incoming>, room: Room, settings: Settings) -> Reply {
     let stats = format!(r#"{{"clients":{}}}"#, room.receiver_count()); // a receiver a session
     let (status, content_type, body) = match request.uri().path() {
         "/" => (200, "text/html; charset=utf-8", PAGE.to_owned()),
         "/stats" => (200, "application/json", stats),
         "/ws" => {
-            // ANCHOR: check_origin
             if let Err(refusal) = same_origin(&request) {
                 return Ok(refusal);
             }
-            // ANCHOR_END: check_origin
             // tungstenite checks the handshake (RFC 6455 4.2.1) and computes the accept key.
             match create_response_with_body(&request, Full::default) {
                 Ok(switching_protocols) => {
                     // hyper sends the 101 only once we return it: spawn what awaits the upgrade.
                     let upgrade = hyper::upgrade::on(&mut request);
-                    tokio::spawn(session(upgrade, room, send_timeout));
+                    tokio::spawn(session(upgrade, room, settings));
                     return Ok(switching_protocols);
                 }
-                // ANCHOR: handshake_refused
                 Err(error) => return Ok(handshake_refused(&error)),
-                // ANCHOR_END: handshake_refused
             }
         }
         _ => (404, "text/plain", "not found\n".to_owned()),
@@ -120,7 +113,6 @@ async fn respond(mut request: Request<Incoming>, room: Room, send_timeout: Durat
     Ok(response.body(Full::from(body)).expect("valid headers"))
 }
 
-// ANCHOR: refusals
 /// `Err` with a `403` unless the page that opens the socket was loaded from this server: its
 /// `Origin`'s host and port are the `Host` it connects to (the scheme is not compared, so an
 /// `https` page behind a proxy that speaks plain HTTP to us still gets in). No `Origin`: not a
@@ -176,9 +168,7 @@ fn refusal(status: u16, error: &str, hint: Option<(&str, &str)>) -> Response<Bod
     let body = serde_json::json!({ "error": error }).to_string();
     response.body(Full::from(body)).expect("valid headers")
 }
-// ANCHOR_END: refusals
 
-// ANCHOR: limits
 /// The largest text message a client may send. A chat line is far smaller; the room relays each
 /// message to everyone, so this also bounds what one client can make the server send.
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -200,12 +190,10 @@ fn limits() -> WebSocketConfig {
         // text 6 times longer). Past it a write fails instead of buffering more.
         .max_write_buffer_size(8 * MAX_MESSAGE)
 }
-// ANCHOR_END: limits
 
 /// The socket of a client, once hyper has handed the connection over.
 type WebSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-// ANCHOR: close
 /// Ends a session whose client sent what it may not, with the code that says what (RFC 6455
 /// section 7.4.1) when there is still someone to tell.
 async fn refuse(socket: &mut WebSocket, error: &tungstenite::Error) {
@@ -234,7 +222,6 @@ async fn close(socket: &mut WebSocket, code: CloseCode, reason: &'static str) {
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
 }
-// ANCHOR_END: close
 
 // ANCHOR: send
 /// Writes one message within `limit`; `false` if the client is gone or took nothing for that
@@ -247,20 +234,37 @@ async fn send(socket: &mut WebSocket, message: Message, limit: Duration) -> bool
     matches!(written, Ok(Ok(())))
 }
 
+// ANCHOR_END: send
+
+// ANCHOR: settings
+/// The server's timings, read once from the environment, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    /// How long one message may take to be written to a client: `SEND_TIMEOUT_MS`, 10 s.
+    send_timeout: Duration,
+}
+
+impl Settings {
+    fn from_env() -> Result<Self, std::num::ParseIntError> {
+        Ok(Self {
+            send_timeout: millis("SEND_TIMEOUT_MS", 10_000)?,
+        })
+    }
+}
+
 /// A duration read from the environment variable `name`, in milliseconds, or `default_ms`.
 fn millis(name: &str, default_ms: u64) -> Result<Duration, std::num::ParseIntError> {
     let ms = std::env::var(name).map_or(Ok(default_ms), |ms| ms.parse())?;
     Ok(Duration::from_millis(ms))
 }
-// ANCHOR_END: send
+// ANCHOR_END: settings
 
 /// One client: publishes what it sends, forwards the room to it. Reads answer Ping and Close.
-async fn session(upgrade: OnUpgrade, room: Room, send_timeout: Duration) {
+async fn session(upgrade: OnUpgrade, room: Room, settings: Settings) {
     let Ok(io) = upgrade.await else { return }; // it left before the 101
-    // ANCHOR: with_limits
     let io = TokioIo::new(io);
     let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(limits())).await;
-    // ANCHOR_END: with_limits
+    let Settings { send_timeout } = settings;
     let client = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
     let (mut published, clients) = (room.subscribe(), room.receiver_count()); // before the welcome
     let welcome = format!(r#"{{"type":"welcome","client":{client},"clients":{clients}}}"#);
@@ -273,7 +277,6 @@ async fn session(upgrade: OnUpgrade, room: Room, send_timeout: Duration) {
                     let message = format!(r#"{{"type":"message","from":{client},"text":{text}}}"#);
                     let _ = room.send(message.into()); // fails only if no one is in the room
                 }
-                // ANCHOR: refuse
                 // Decision: the room relays text only, and says so (RFC 6455 section 7.4.1).
                 Some(Ok(Message::Binary(_))) => {
                     return close(&mut socket, CloseCode::Unsupported, "text only").await;
@@ -281,7 +284,6 @@ async fn session(upgrade: OnUpgrade, room: Room, send_timeout: Duration) {
                 Some(Ok(_)) => {} // Ping, Pong; after a Close the next read answers it, ends
                 Some(Err(error)) => return refuse(&mut socket, &error).await,
                 None => return,
-                // ANCHOR_END: refuse
             },
             published = published.recv() => match published {
                 Ok(text) => sent = send(&mut socket, Message::Text(text), send_timeout).await,

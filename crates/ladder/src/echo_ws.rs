@@ -65,6 +65,18 @@ pub const LADDER: Ladder = Ladder {
                    ring behind is closed with 1008, the others never wait",
             why_tests: &[DROPS_A_STALLED_READER, CLOSES_A_CLIENT_THAT_FELL_BEHIND],
         },
+        Step {
+            name: "step5_heartbeat",
+            adds: "heartbeats: a Ping every PING_MS, Close 1008 for a client silent for \
+                   IDLE_TIMEOUT_MS",
+            why_tests: &[CLOSES_A_SILENT_CLIENT],
+        },
+        Step {
+            name: "step6_shutdown",
+            adds: "graceful shutdown on Ctrl-C and SIGTERM: every socket gets Close 1001, the \
+                   process exits",
+            why_tests: &[CLOSES_EVERY_SOCKET_ON_A_SIGNAL],
+        },
     ],
 };
 
@@ -139,6 +151,23 @@ const CLOSES_A_CLIENT_THAT_FELL_BEHIND: WhyTest = WhyTest {
     run: |rung| {
         Box::pin(async move { Outcome::from(closes_a_client_that_fell_behind(rung).await) })
     },
+};
+
+const CLOSES_A_SILENT_CLIENT: WhyTest = WhyTest {
+    name: "closes_a_silent_client",
+    checks: "a client that reads but answers no Ping is pinged, then closed with 1008 soon \
+             after IDLE_TIMEOUT_MS (500 ms here, Pings every 100 ms), while a client that \
+             answers stays",
+    limit: Duration::from_secs(30),
+    run: |rung| Box::pin(async move { Outcome::from(closes_a_silent_client(rung).await) }),
+};
+
+const CLOSES_EVERY_SOCKET_ON_A_SIGNAL: WhyTest = WhyTest {
+    name: "closes_every_socket_on_a_signal",
+    checks: "with two sockets open, SIGINT (Ctrl-C) and SIGTERM each make the server send \
+             every socket Close 1001 (going away) and exit with success within 4 s",
+    limit: Duration::from_secs(30),
+    run: |rung| Box::pin(closes_every_socket_on_a_signal(rung)),
 };
 
 /// A client of the room, on a TCP connection the test opened.
@@ -1101,7 +1130,15 @@ async fn closes_a_client_that_fell_behind(rung: Rung) -> Result<(), String> {
     let behind = narrow_connection(server.addr)
         .await
         .map_err(|error| format!("could not open the slow client's connection: {error}"))?;
-    let behind = raw_handshake(behind, server.addr).await?;
+    let mut behind = raw_handshake(behind, server.addr).await?;
+    // Its welcome says its session has joined the ring: from here on, every message is its own.
+    within(
+        WAIT,
+        || "no welcome came".to_owned(),
+        read_frame(&mut behind),
+    )
+    .await?
+    .map_err(|error| format!("no welcome came: {error}"))?;
     // While it reads nothing its session is stuck in a write, and the ring moves on: 400
     // messages of 16 KiB fill its buffers, then overtake it by far more than 128.
     let padding = padding();
@@ -1119,11 +1156,16 @@ async fn closes_a_client_that_fell_behind(rung: Rung) -> Result<(), String> {
                 };
                 let number = number_of(&text);
                 if number != Some(next) {
+                    let had = match next {
+                        0 => "nothing".to_owned(),
+                        1 => "message 0".to_owned(),
+                        _ => format!("messages 0 to {}", next - 1),
+                    };
                     return Err(format!(
-                        "a client that fell behind got message {next} and then {}: the room \
-                         skipped what it had missed without a word, so its page shows a \
-                         conversation with holes in it",
-                        number.map_or_else(|| "another".to_owned(), |n| n.to_string())
+                        "a client that fell behind got {had} and then {}: the room skipped what \
+                         it had missed without a word, so its page shows a conversation with \
+                         holes in it",
+                        number.map_or_else(|| "another".to_owned(), |n| format!("message {n}"))
                     ));
                 }
                 next += 1;
@@ -1148,6 +1190,196 @@ async fn closes_a_client_that_fell_behind(rung: Rung) -> Result<(), String> {
             }
         }
     }
+}
+
+/// The heartbeat: a client that answers no Ping is closed, one that answers stays.
+async fn closes_a_silent_client(rung: Rung) -> Result<(), String> {
+    const IDLE_MS: u64 = 500;
+    const PING_MS: u64 = 100;
+    let (idle, ping) = (IDLE_MS.to_string(), PING_MS.to_string());
+    let server = rung
+        .start(&[("IDLE_TIMEOUT_MS", &idle), ("PING_MS", &ping)])
+        .await?;
+    // A live client: it reads all the time, so tungstenite answers every Ping with a Pong.
+    let (mut live, _) = join(&server).await?;
+    let listening = AbortOnDrop(tokio::spawn(async move {
+        while let Ok(Next::Event(_)) = next_event(&mut live, Duration::from_secs(60)).await {}
+    }));
+    // A vanished client, as the server sees one: it takes what comes, and sends nothing back.
+    let silent = TcpStream::connect(server.addr)
+        .await
+        .map_err(|error| format!("could not connect: {error}"))?;
+    let mut silent = raw_handshake(silent, server.addr).await?;
+
+    let patience = Duration::from_millis(IDLE_MS + PING_MS) + Duration::from_secs(3);
+    let mut pings = 0;
+    let ended = tokio::time::timeout(patience, async {
+        loop {
+            match read_frame(&mut silent).await {
+                Ok((0x9, _)) => pings += 1,
+                Ok((0x8, payload)) => {
+                    let code = payload
+                        .get(..2)
+                        .map(|code| u16::from_be_bytes([code[0], code[1]]));
+                    let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default());
+                    return Next::Closed(code, reason.into_owned());
+                }
+                Ok(_) => continue,
+                Err(error) => return Next::Cut(error.to_string()),
+            }
+        }
+    })
+    .await
+    .unwrap_or(Next::Silent);
+    match ended {
+        Next::Closed(Some(1008), _) => {}
+        Next::Silent => {
+            let pinged = if pings == 0 {
+                "the server never sent it a Ping".to_owned()
+            } else {
+                format!("{pings} Pings went unanswered")
+            };
+            return Err(format!(
+                "a client that vanished without closing (it answers no Ping and sends nothing) \
+                 was still connected {:.1} s later, though IDLE_TIMEOUT_MS asked for {IDLE_MS} \
+                 ms ({pinged}): a laptop shut or a phone out of coverage holds its socket, its \
+                 task and its place in the room until a write fails, which in a quiet room can \
+                 take many minutes",
+                patience.as_secs_f64()
+            ));
+        }
+        other => {
+            return Err(format!(
+                "a client that answered no Ping expected Close 1008 (policy violation) once it \
+                 had been silent for IDLE_TIMEOUT_MS, but the server {}",
+                other.said()
+            ));
+        }
+    }
+    if pings == 0 {
+        return Err(
+            "a client was closed as silent without ever being sent a Ping: a live client \
+             that had nothing to say would be closed too"
+                .to_owned(),
+        );
+    }
+    // It never answers the Close either: the server waits for that answer, 2 s at most.
+    if !clients_until(&server, Duration::from_secs(4), |clients| clients == 1).await? {
+        return Err(format!(
+            "the silent client was closed, but 4 s later /stats still counted {} clients, not \
+             the 1 that was left",
+            clients_in_room(&server).await?
+        ));
+    }
+    // The live client, quiet but answering, outlasts the idle limit twice over.
+    let outlast = Instant::now() + Duration::from_millis(2 * IDLE_MS);
+    while Instant::now() < outlast {
+        if listening.0.is_finished() || clients_in_room(&server).await? != 1 {
+            return Err(
+                "a client that answered every Ping, but had nothing to say, was closed too: \
+                 only silence (no frame at all, not even a Pong) may close a client"
+                    .to_owned(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// SIGINT and SIGTERM with sockets open: Close 1001 on each, and a clean exit.
+#[cfg(unix)]
+async fn closes_every_socket_on_a_signal(rung: Rung) -> Outcome {
+    use rustix::process::Signal;
+    use std::os::unix::process::ExitStatusExt;
+
+    let signals = [
+        (Signal::INT, "Ctrl-C (SIGINT)"),
+        (
+            Signal::TERM,
+            "SIGTERM (what kill, systemd and docker stop send)",
+        ),
+    ];
+    let limit = Duration::from_secs(4);
+    for (signal, name) in signals {
+        let attempt = async {
+            let mut server = rung.start(&[]).await?;
+            let (mut first, _) = join(&server).await?;
+            let (mut second, _) = join(&server).await?;
+            server.send_signal(signal)?;
+            let (first, second, exit) = tokio::join!(
+                closed_by_server(&mut first, limit),
+                closed_by_server(&mut second, limit),
+                server.exit_within(limit)
+            );
+            match exit {
+                None => {
+                    return Err(format!(
+                        "on {name} the server never exited while two clients were connected \
+                         ({} s): upgraded sockets are no longer hyper's, so a server that only \
+                         asks hyper to shut down neither closes them nor stops waiting",
+                        limit.as_secs()
+                    ));
+                }
+                Some(status) if status.signal().is_some() => {
+                    return Err(format!(
+                        "on {name} the server was killed by the signal instead of shutting \
+                         down: every open socket was cut without a Close frame, so each page \
+                         sees code 1006, as for a network failure, instead of 1001 (going \
+                         away), and nothing after the signal ran"
+                    ));
+                }
+                Some(status) if !status.success() => {
+                    return Err(format!(
+                        "on {name} the server exited with {status}, not success"
+                    ));
+                }
+                Some(_) => {}
+            }
+            for ended in [first, second] {
+                match ended {
+                    Next::Closed(Some(1001), _) => {}
+                    other => {
+                        return Err(format!(
+                            "on {name} the server exited, but before that it {} instead of \
+                             Close 1001 (going away): the page cannot tell a restart from a \
+                             network failure",
+                            other.said()
+                        ));
+                    }
+                }
+            }
+            Ok::<(), String>(())
+        };
+        if let Err(failure) = attempt.await {
+            return Outcome::Fail(failure);
+        }
+    }
+    Outcome::Pass
+}
+
+/// Reads `socket` up to its end (tungstenite answers the server's Close meanwhile), within
+/// `limit`: the server's Close if it sent one, otherwise how the socket ended.
+#[cfg(unix)]
+async fn closed_by_server(socket: &mut Socket, limit: Duration) -> Next {
+    let deadline = Instant::now() + limit;
+    let mut close = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match next_event(socket, left).await {
+            Ok(Next::Event(_)) => continue,
+            Ok(closed @ Next::Closed(..)) => close = Some(closed),
+            Ok(ended) => return close.unwrap_or(ended),
+            Err(failure) => return close.unwrap_or(Next::Cut(failure)),
+        }
+    }
+}
+
+/// Signals are Unix's: elsewhere the check says it cannot run.
+#[cfg(not(unix))]
+async fn closes_every_socket_on_a_signal(_rung: Rung) -> Outcome {
+    Outcome::CannotRun(
+        "it sends SIGINT and SIGTERM, which only Unix has; run it on Linux or macOS".to_owned(),
+    )
 }
 
 #[cfg(test)]
