@@ -1,6 +1,6 @@
 //! Step 1 of echo-ws: the smallest correct WebSocket room on plain hyper. Each text message goes
-//! to every client as JSON with its sender's number, through ONE `broadcast` ring. Run: `cargo
-//! run -p echo-ws --example step1_room`, open <http://127.0.0.1:3001> in two tabs (`PORT=0`: any).
+//! to every client as JSON with its sender's number, through ONE `broadcast` ring. Run it with
+//! `cargo run -p echo-ws --example step1_room` and open <http://127.0.0.1:3001> in two tabs.
 
 use std::{convert::Infallible, sync::atomic::AtomicU64, sync::atomic::Ordering};
 

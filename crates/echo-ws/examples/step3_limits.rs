@@ -84,8 +84,8 @@ async fn respond(mut request: Request<hyper::body::Incoming>, room: Room) -> Rep
         "/" => (200, "text/html; charset=utf-8", PAGE.to_owned()),
         "/stats" => (200, "application/json", stats),
         "/ws" => {
-            if let Err(refusal) = same_origin(&request) {
-                return Ok(refusal);
+            if let Some(forbidden) = foreign_origin(&request) {
+                return Ok(forbidden);
             }
             // tungstenite checks the handshake (RFC 6455 4.2.1) and computes the accept key.
             match create_response_with_body(&request, Full::default) {
@@ -104,30 +104,23 @@ async fn respond(mut request: Request<hyper::body::Incoming>, room: Room) -> Rep
     Ok(response.body(Full::from(body)).expect("valid headers"))
 }
 
-/// `Err` with a `403` unless the page that opens the socket was loaded from this server: its
+/// A `403`, unless the page that opens the socket was loaded from this server: its
 /// `Origin`'s host and port are the `Host` it connects to (the scheme is not compared, so an
 /// `https` page behind a proxy that speaks plain HTTP to us still gets in). No `Origin`: not a
 /// page, so nothing to protect (curl could send any `Origin` it likes).
-fn same_origin(request: &Request<hyper::body::Incoming>) -> Result<(), Response<Body>> {
-    let header = |name| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-    };
-    let Some(origin) = header("origin") else {
-        return Ok(());
-    };
-    let origin = origin.to_ascii_lowercase();
+fn foreign_origin(request: &Request<hyper::body::Incoming>) -> Option<Response<Body>> {
+    let origin = request.headers().get("origin")?; // none: not a page
+    let origin = origin.to_str().unwrap_or("").to_ascii_lowercase();
     let authority = origin
         .strip_prefix("http://")
         .or(origin.strip_prefix("https://"));
-    let host = header("host").map(str::to_ascii_lowercase);
+    let host = request.headers().get("host").map(|host| host.to_str());
+    let host = host.and_then(Result::ok).map(str::to_ascii_lowercase);
     if authority.is_some() && authority == host.as_deref() {
-        return Ok(());
+        return None;
     }
     let error = format!("pages from origin {origin:?} may not connect here");
-    Err(refusal(403, &error, None))
+    Some(refusal(403, &error, None))
 }
 
 /// What a client that failed the handshake is told: 426 and the header that says what to send

@@ -311,8 +311,8 @@ async fn message_back(socket: &mut Socket, from: u64, text: &str) -> Result<(), 
 
 /// The answer to a handshake.
 enum Opened {
-    /// `101`: a WebSocket.
-    Socket(Socket),
+    /// `101`: a WebSocket (boxed: it is ten times the size of a refusal).
+    Socket(Box<Socket>),
     /// Anything else: its status and body.
     Refused { status: u16, body: String },
 }
@@ -356,7 +356,7 @@ async fn open_on(
     )
     .await?;
     match handshake {
-        Ok((socket, _)) => Ok(Opened::Socket(socket)),
+        Ok((socket, _)) => Ok(Opened::Socket(Box::new(socket))),
         Err(tungstenite::Error::Http(response)) => Ok(Opened::Refused {
             status: response.status().as_u16(),
             body: response
@@ -376,8 +376,8 @@ async fn join_with(
     headers: &[(&str, &str)],
 ) -> Result<(Socket, u64, u64), String> {
     let mut socket = match open(server.addr, "/ws", headers).await? {
-        Opened::Socket(socket) => socket,
-        Opened::Refused { status, body, .. } => {
+        Opened::Socket(socket) => *socket,
+        Opened::Refused { status, body } => {
             return Err(format!(
                 "joining the room (a WebSocket to /ws) was refused with {status} {}",
                 shorten(&body)
@@ -664,10 +664,13 @@ async fn serves_the_room(rung: Rung) -> Result<(), String> {
     }
 
     // The closing handshake: the client's Close is answered with one, then the connection ends.
-    first
-        .close(None)
-        .await
-        .map_err(|error| format!("could not send a Close frame: {error}"))?;
+    within(
+        WAIT,
+        || "sending a Close frame took too long".to_owned(),
+        first.close(None),
+    )
+    .await?
+    .map_err(|error| format!("could not send a Close frame: {error}"))?;
     let answered = tokio::time::timeout(WAIT, async {
         loop {
             match first.next().await {
@@ -743,7 +746,7 @@ async fn refuses_a_page_from_another_site(rung: Rung) -> Result<(), String> {
                      hijacking); a handshake whose Origin is not the server's own must get 403"
                 ));
             }
-            Opened::Refused { status, body, .. } => {
+            Opened::Refused { status, body } => {
                 if status != 403 {
                     return Err(format!(
                         "a page on {origin} was refused with {status}, not 403 Forbidden"
