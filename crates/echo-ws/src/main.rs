@@ -1,6 +1,13 @@
 //! `cargo run -p echo-ws [-- --port 3001 --allow-origin http://localhost:5173]`: serves the room
 //! and the echo until Ctrl-C. The demo itself is in `lib.rs`; this file only reads the arguments
 //! and binds.
+//!
+//! The timings can be changed too, by flag or environment variable (`--send-timeout-ms` or
+//! `SEND_TIMEOUT_MS`, `--ping-ms` or `PING_MS`, `--idle-timeout-ms` or `IDLE_TIMEOUT_MS`): the
+//! ladder's checker (`cargo run -p ladder -- verify`) runs this binary as the last rung with the
+//! same variables as the steps in `examples/`, and short limits make its tests quick.
+
+use std::time::Duration;
 
 use clap::Parser;
 use realtime_kit::config::{self, ListenArgs};
@@ -21,6 +28,20 @@ struct Args {
     /// Most clients in the room at once; the next one gets `503`.
     #[arg(long, default_value_t = echo_ws::Config::default().max_clients)]
     max_clients: usize,
+
+    /// How long one message may take to be written to a client before it is dropped as too
+    /// slow, in milliseconds. [default: 10000]
+    #[arg(long, env = "SEND_TIMEOUT_MS", value_name = "MS")]
+    send_timeout_ms: Option<u64>,
+
+    /// Time between Pings, in milliseconds. [default: 15000]
+    #[arg(long, env = "PING_MS", value_name = "MS")]
+    ping_ms: Option<u64>,
+
+    /// How long a client may send nothing, not even a Pong, before it is closed, in
+    /// milliseconds. [default: 35000]
+    #[arg(long, env = "IDLE_TIMEOUT_MS", value_name = "MS")]
+    idle_timeout_ms: Option<u64>,
 }
 
 // One thread. The room's work is fanning each message out, cheap per client, and on one
@@ -37,11 +58,17 @@ async fn main() -> realtime_kit::Result<()> {
     let server = args.listen.server_options()?;
     let listener = config::listen("echo-ws", echo_ws::DEFAULT_PORT, &args.listen).await?;
     let origins = OriginPolicy::allow(&args.allow_origins)?;
+    let defaults = echo_ws::Config::default();
+    let ms = |value: Option<u64>, default| value.map_or(default, Duration::from_millis);
     let room = echo_ws::Config {
         origins,
         max_clients: args.max_clients,
+        send_timeout: ms(args.send_timeout_ms, defaults.send_timeout),
+        // A zero interval would make tokio's interval panic.
+        ping_interval: ms(args.ping_ms, defaults.ping_interval).max(Duration::from_millis(1)),
+        idle_timeout: ms(args.idle_timeout_ms, defaults.idle_timeout),
         server,
-        ..echo_ws::Config::default()
+        ..defaults
     };
     echo_ws::run(listener, room, config::shutdown_signal()).await;
     Ok(())

@@ -743,6 +743,16 @@ async fn drops_a_stalled_reader(rung: Rung) -> Result<(), String> {
 
 /// A client that sends `GET /events` with a tiny receive window and never reads a byte.
 pub(crate) async fn stalled_client(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut stream = narrow_connection(addr).await?;
+    let request =
+        format!("GET /events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    Ok(stream)
+}
+
+/// A connection with a tiny receive window, for a client that will stop reading: its buffers,
+/// and the server's behind them, fill after a few kilobytes.
+pub(crate) async fn narrow_connection(addr: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -753,11 +763,7 @@ pub(crate) async fn stalled_client(addr: SocketAddr) -> std::io::Result<TcpStrea
     socket.set_recv_buffer_size(4096)?;
     #[cfg(unix)]
     socket2::SockRef::from(&socket).set_tcp_mss(536)?;
-    let mut stream = socket.connect(addr).await?;
-    let request =
-        format!("GET /events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    Ok(stream)
+    socket.connect(addr).await
 }
 
 /// Aborts a task when the test lets go of it, whatever path it returns by.

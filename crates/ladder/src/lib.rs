@@ -26,6 +26,7 @@ use std::time::Duration;
 pub mod artifacts;
 pub mod chat_sse;
 pub mod clock_sse;
+pub mod echo_ws;
 pub mod probe;
 pub mod rung;
 pub mod source;
@@ -33,7 +34,7 @@ pub mod source;
 pub use rung::{Rung, Server};
 
 /// Every demo's ladder, in the order `list` and `verify` show them.
-pub const LADDERS: &[Ladder] = &[clock_sse::LADDER, chat_sse::LADDER];
+pub const LADDERS: &[Ladder] = &[clock_sse::LADDER, chat_sse::LADDER, echo_ws::LADDER];
 
 /// One demo's ladder.
 #[derive(Debug)]

@@ -22,6 +22,12 @@ pub const SETTINGS: &[&str] = &[
     "HEADER_TIMEOUT_MS",
     "BODY_TIMEOUT_MS",
     "MAX_LAG",
+    "SEND_TIMEOUT_MS",
+    "PING_MS",
+    "IDLE_TIMEOUT_MS",
+    "ALLOW_HOST",
+    "BIND",
+    "DIRECT_STREAMS",
 ];
 
 /// How long a rung may take to print its listening line.
@@ -149,6 +155,12 @@ impl Server {
     /// The port it listens on, to start the next run of the rung on the same one.
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The process's id, to read what it costs (`/proc/<pid>` on Linux); `None` once it has
+    /// exited.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Sends `signal` to the process.
