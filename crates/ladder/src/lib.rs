@@ -28,11 +28,12 @@ pub mod clock_sse;
 pub mod probe;
 pub mod rung;
 pub mod source;
+pub mod stock_ticker;
 
 pub use rung::{Rung, Server};
 
 /// Every demo's ladder, in the order `list` and `verify` show them.
-pub const LADDERS: &[Ladder] = &[clock_sse::LADDER];
+pub const LADDERS: &[Ladder] = &[clock_sse::LADDER, stock_ticker::LADDER];
 
 /// One demo's ladder.
 #[derive(Debug)]

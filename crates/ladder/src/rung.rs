@@ -20,6 +20,10 @@ pub const SETTINGS: &[&str] = &[
     "KEEP_ALIVE_MS",
     "STALL_TIMEOUT_MS",
     "HEADER_TIMEOUT_MS",
+    "SEED",
+    "UPDATES_PER_SECOND",
+    "PING_MS",
+    "IDLE_MS",
 ];
 
 /// How long a rung may take to print its listening line.

@@ -93,3 +93,22 @@ fn steps_are_numbered_and_each_later_one_has_a_why_test() {
         );
     }
 }
+
+/// No two ladders share a step name: cargo builds the examples of every package into one
+/// `target/<profile>/examples/`, so two steps of one name overwrite each other, and a ladder
+/// would run another demo's step (cargo only warns, "output filename collision").
+#[test]
+fn step_names_are_unique_across_the_ladders() {
+    let mut owners = std::collections::HashMap::new();
+    for ladder in LADDERS {
+        for step in ladder.steps {
+            if let Some(other) = owners.insert(step.name, ladder.demo) {
+                panic!(
+                    "{other} and {} both have a step called {}: rename one, since cargo puts \
+                     both in the same target/<profile>/examples/{}",
+                    ladder.demo, step.name, step.name
+                );
+            }
+        }
+    }
+}
