@@ -56,6 +56,25 @@ pub const LADDER: Ladder = Ladder {
             adds: "a write-stall limit for clients that stop reading, a header-read timeout",
             why_tests: &[DROPS_A_STALLED_READER, clock_sse::DROPS_A_HALF_SENT_REQUEST],
         },
+        Step {
+            name: "step5_websocket_feed",
+            adds: "the same feed over WebSocket: subscribe/unsubscribe commands, a checked \
+                   handshake, pages from other sites refused",
+            why_tests: &[
+                STREAMS_OVER_A_WEBSOCKET,
+                REFUSES_FOREIGN_PAGES_AND_BAD_HANDSHAKES,
+            ],
+        },
+        Step {
+            name: "step6_liveness",
+            adds: "Pings and an idle timeout for WebSocket clients, keep-alive comments on quiet \
+                   event streams, X-Accel-Buffering: no",
+            why_tests: &[
+                PINGS_AND_CLOSES_A_SILENT_SOCKET,
+                KEEPS_A_QUIET_STREAM_ALIVE,
+                TELLS_PROXIES_NOT_TO_BUFFER,
+            ],
+        },
     ],
 };
 
@@ -116,6 +135,53 @@ const DROPS_A_STALLED_READER: WhyTest = WhyTest {
              here), while a client that reads stays",
     limit: Duration::from_secs(30),
     run: |rung| Box::pin(async move { Outcome::from(drops_a_stalled_reader(rung).await) }),
+};
+
+const STREAMS_OVER_A_WEBSOCKET: WhyTest = WhyTest {
+    name: "streams_over_a_websocket",
+    checks: "on /quotes/ws a subscribe to WONK and INIT gets a snapshot of those two, then their \
+             quotes only, each the event stream's with \"type\": \"quote\"; after \
+             `unsubscribed` no WONK follows; a bad command or an unknown symbol gets an `error` \
+             message and the socket stays open",
+    limit: Duration::from_secs(30),
+    run: |rung| Box::pin(async move { Outcome::from(streams_over_a_websocket(rung).await) }),
+};
+
+const REFUSES_FOREIGN_PAGES_AND_BAD_HANDSHAKES: WhyTest = WhyTest {
+    name: "refuses_foreign_pages_and_bad_handshakes",
+    checks: "a page of this server may open /quotes/ws, one from https://evil.example gets 403; \
+             a request without Sec-WebSocket-Key gets 400, a plain GET 426 with Upgrade: \
+             websocket",
+    limit: Duration::from_secs(30),
+    run: |rung| {
+        Box::pin(async move { Outcome::from(refuses_foreign_pages_and_bad_handshakes(rung).await) })
+    },
+};
+
+const PINGS_AND_CLOSES_A_SILENT_SOCKET: WhyTest = WhyTest {
+    name: "pings_and_closes_a_silent_socket",
+    checks: "a WebSocket client is sent a Ping every PING_MS (200 ms here); one that answers \
+             nothing is closed with 1008 soon after IDLE_MS (600 ms here), one that answers \
+             stays",
+    limit: Duration::from_secs(30),
+    run: |rung| {
+        Box::pin(async move { Outcome::from(pings_and_closes_a_silent_socket(rung).await) })
+    },
+};
+
+const KEEPS_A_QUIET_STREAM_ALIVE: WhyTest = WhyTest {
+    name: "keeps_a_quiet_stream_alive",
+    checks: "with the next quote 10 s away (UPDATES_PER_SECOND=0.1), the event stream carries a \
+             comment line every KEEP_ALIVE_MS (200 ms here)",
+    limit: Duration::from_secs(30),
+    run: |rung| Box::pin(async move { Outcome::from(keeps_a_quiet_stream_alive(rung).await) }),
+};
+
+const TELLS_PROXIES_NOT_TO_BUFFER: WhyTest = WhyTest {
+    name: "tells_proxies_not_to_buffer",
+    checks: "the event stream's response says X-Accel-Buffering: no",
+    limit: Duration::from_secs(30),
+    run: |rung| Box::pin(async move { Outcome::from(tells_proxies_not_to_buffer(rung).await) }),
 };
 
 /// The seed every test starts the market with: not the default (2026), so a rung that ignores
@@ -862,5 +928,550 @@ async fn drops_a_stalled_reader(rung: Rung) -> Result<(), String> {
         );
     }
     drop(stalled);
+    Ok(())
+}
+
+/// A WebSocket client, as a page's `new WebSocket(...)` is.
+type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// Opens `/quotes/ws` with `headers`; the error says what a page would meet.
+async fn open_socket(server: &Server, headers: &[(&str, &str)]) -> Result<Client, String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("ws://{}/quotes/ws", server.addr);
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|error| format!("{url} is no WebSocket address: {error}"))?;
+    for (name, value) in headers {
+        let name = header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|error| format!("a bad header name {name}: {error}"))?;
+        let value = header::HeaderValue::from_str(value)
+            .map_err(|error| format!("a bad header value {value}: {error}"))?;
+        request.headers_mut().insert(name, value);
+    }
+    let connected = within(
+        WAIT,
+        || format!("opening {url} got no answer within {} s", WAIT.as_secs()),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await?;
+    match connected {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(format!(
+            "a page's `new WebSocket(\"{url}\")` got {} instead of 101 Switching Protocols{}",
+            response.status(),
+            if response.status() == 404 {
+                ": there is no WebSocket here, so a page that changes its symbols must close \
+                 its stream and open another"
+            } else {
+                ""
+            }
+        )),
+        Err(error) => Err(format!("opening {url} failed: {error}")),
+    }
+}
+
+/// The next text message as JSON, within `limit`; Pings and Pongs are skipped.
+async fn next_message(socket: &mut Client, limit: Duration) -> Result<Value, String> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let read = async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str(&text).map_err(|_| {
+                        format!("the socket sent a message that is not JSON: {text}")
+                    });
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Binary(_))) => {
+                    return Err("the socket sent a binary message; the feed sends JSON text".into());
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(format!("the server closed the socket ({frame:?})"));
+                }
+                Some(Err(error)) => return Err(format!("the socket broke off: {error}")),
+                None => return Err("the socket ended".to_owned()),
+            }
+        }
+    };
+    within(
+        limit,
+        || format!("the socket sent nothing for {} s", limit.as_secs()),
+        read,
+    )
+    .await?
+}
+
+async fn send_text(socket: &mut Client, text: &str) -> Result<(), String> {
+    use futures_util::SinkExt;
+    within(
+        WAIT,
+        || "sending a command took more than 5 s".to_owned(),
+        socket.send(tokio_tungstenite::tungstenite::Message::text(text)),
+    )
+    .await?
+    .map_err(|error| format!("sending {text} failed: {error}"))
+}
+
+/// A `quote` message, checked against the simulation: the event stream's quote with a `type`.
+fn socket_quote(message: &Value, simulation: &mut Simulation) -> Result<(u64, String), String> {
+    let mut quote = message.clone();
+    let Some(fields) = quote.as_object_mut() else {
+        return Err(format!("the socket sent {message}, not a JSON object"));
+    };
+    if fields.remove("type") != Some(Value::from("quote")) {
+        return Err(format!(
+            "the socket sent {message} where a {{\"type\": \"quote\", ...}} was due"
+        ));
+    }
+    simulation.check(&quote)
+}
+
+/// The quotes of a `snapshot` message, checked, as `(seq, symbol)`.
+fn socket_snapshot(
+    message: &Value,
+    simulation: &mut Simulation,
+) -> Result<Vec<(u64, String)>, String> {
+    let quotes = match (message["type"].as_str(), message["quotes"].as_array()) {
+        (Some("snapshot"), Some(quotes)) => quotes,
+        _ => {
+            return Err(format!(
+                "a subscribe was answered with {message}, not {{\"type\": \"snapshot\", \
+                 \"quotes\": [...]}}: the page has no prices until each symbol moves"
+            ));
+        }
+    };
+    quotes.iter().map(|quote| simulation.check(quote)).collect()
+}
+
+/// Reads past `quote` messages of `allowed` symbols to the next other message.
+async fn reply_after_quotes(
+    socket: &mut Client,
+    simulation: &mut Simulation,
+    allowed: &[&str],
+) -> Result<Value, String> {
+    for _ in 0..10_000 {
+        let message = next_message(socket, WAIT).await?;
+        if message["type"] != "quote" {
+            return Ok(message);
+        }
+        let (seq, symbol) = socket_quote(&message, simulation)?;
+        if !allowed.contains(&symbol.as_str()) {
+            return Err(format!(
+                "a client subscribed to {} only was sent quote {seq} of {symbol}",
+                allowed.join(" and ")
+            ));
+        }
+    }
+    Err("the socket sent 10,000 quotes and no answer to the command".to_owned())
+}
+
+/// The same feed over WebSocket, with commands.
+async fn streams_over_a_websocket(rung: Rung) -> Result<(), String> {
+    let server = rung.start(FAST).await?;
+    let mut simulation = Simulation::new();
+    let mut socket = open_socket(&server, &[]).await?;
+    send_text(
+        &mut socket,
+        r#"{"type":"subscribe","symbols":["WONK","INIT"]}"#,
+    )
+    .await?;
+    let snapshot = socket_snapshot(&next_message(&mut socket, WAIT).await?, &mut simulation)?;
+    let listed: Vec<&str> = snapshot.iter().map(|(_, symbol)| symbol.as_str()).collect();
+    if listed != ["WONK", "INIT"] {
+        return Err(format!(
+            "a subscribe to WONK and INIT was answered with a snapshot of {listed:?}"
+        ));
+    }
+    let mut last = snapshot.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
+    for _ in 0..12 {
+        let (seq, symbol) = socket_quote(&next_message(&mut socket, WAIT).await?, &mut simulation)?;
+        if symbol != "WONK" && symbol != "INIT" {
+            return Err(format!(
+                "a client subscribed to WONK and INIT was sent quote {seq} of {symbol}, which it \
+                 did not ask for"
+            ));
+        }
+        if seq <= last {
+            return Err(format!(
+                "quote {seq} came after {last}: a client that keeps up is sent each quote once, \
+                 in the market's order"
+            ));
+        }
+        last = seq;
+    }
+
+    send_text(&mut socket, r#"{"type":"unsubscribe","symbols":["WONK"]}"#).await?;
+    let confirmed = reply_after_quotes(&mut socket, &mut simulation, &["WONK", "INIT"]).await?;
+    if confirmed["type"] != "unsubscribed" || confirmed["symbols"] != serde_json::json!(["WONK"]) {
+        return Err(format!(
+            "an unsubscribe from WONK was answered with {confirmed}, not {{\"type\": \
+             \"unsubscribed\", \"symbols\": [\"WONK\"]}}"
+        ));
+    }
+    for _ in 0..8 {
+        let (seq, symbol) = socket_quote(&next_message(&mut socket, WAIT).await?, &mut simulation)?;
+        if symbol != "INIT" {
+            return Err(format!(
+                "after `unsubscribed` from WONK the client was sent quote {seq} of {symbol}: \
+                 once confirmed, no quote of it may follow"
+            ));
+        }
+    }
+
+    for (bad, what) in [
+        ("not json", "a command that is not JSON"),
+        (r#"{"type":"buy","symbols":["ACME"]}"#, "an unknown command"),
+        (
+            r#"{"type":"subscribe","symbols":"ACME"}"#,
+            "`symbols` that is no list",
+        ),
+        (
+            r#"{"type":"subscribe","symbols":["NOPE"]}"#,
+            "an unknown symbol",
+        ),
+    ] {
+        send_text(&mut socket, bad).await?;
+        let reply = reply_after_quotes(&mut socket, &mut simulation, &["INIT"])
+            .await
+            .map_err(|failure| format!("after {what} ({bad}): {failure}"))?;
+        if reply["type"] != "error" || !reply["error"].is_string() {
+            return Err(format!(
+                "{what} ({bad}) was answered with {reply}, not {{\"type\": \"error\", \
+                 \"error\": \"<what is wrong>\"}}"
+            ));
+        }
+        if bad.contains("NOPE") {
+            let valid: Vec<String> =
+                serde_json::from_value(reply["valid_symbols"].clone()).unwrap_or_default();
+            if valid != symbol_names() {
+                return Err(format!(
+                    "an unknown symbol was answered with {reply}: its valid_symbols must list the \
+                     eight symbols"
+                ));
+            }
+        }
+    }
+    send_text(&mut socket, r#"{"type":"subscribe","symbols":["ACME"]}"#).await?;
+    let reply = reply_after_quotes(&mut socket, &mut simulation, &["INIT"]).await?;
+    let snapshot = socket_snapshot(&reply, &mut simulation).map_err(|failure| {
+        format!("after the bad commands the socket was not usable: {failure}")
+    })?;
+    if snapshot.len() != 1 || snapshot[0].1 != "ACME" {
+        return Err(format!(
+            "a subscribe to ACME was answered with {reply}: a snapshot of ACME alone"
+        ));
+    }
+    Ok(())
+}
+
+/// Only this server's pages, and only real handshakes, get a socket.
+async fn refuses_foreign_pages_and_bad_handshakes(rung: Rung) -> Result<(), String> {
+    let server = rung.start(FAST).await?;
+    let own = format!("http://{}", server.addr);
+    open_socket(&server, &[("origin", &own)])
+        .await
+        .map_err(|failure| format!("a page of this server (Origin: {own}): {failure}"))?;
+    match open_socket(&server, &[("origin", "https://evil.example")]).await {
+        Ok(_) => {
+            return Err(
+                "a page on https://evil.example opened the feed's WebSocket: any site a \
+                        user visits could open it in their name (cross-site WebSocket \
+                        hijacking); it must get 403"
+                    .to_owned(),
+            );
+        }
+        Err(failure) if !failure.contains(" got 403 ") => {
+            return Err(format!(
+                "a page on https://evil.example was refused, but not with 403: {failure}"
+            ));
+        }
+        Err(_) => {}
+    }
+    let upgrade = [
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+    ];
+    let response = send(server.addr, Method::GET, "/quotes/ws", &upgrade).await?;
+    if response.status() != 400 {
+        return Err(format!(
+            "a WebSocket handshake without Sec-WebSocket-Key got {}, not 400: the server \
+             cannot compute Sec-WebSocket-Accept without it, so no client could trust the 101",
+            response.status()
+        ));
+    }
+    let response = send(server.addr, Method::GET, "/quotes/ws", &[]).await?;
+    let hint = header_of(&response, "upgrade").map(str::to_owned);
+    if response.status() != 426 || !hint.is_some_and(|hint| hint.eq_ignore_ascii_case("websocket"))
+    {
+        return Err(format!(
+            "a plain GET /quotes/ws (a browser tab, curl) got {} (Upgrade: {:?}), not 426 \
+             Upgrade Required with Upgrade: websocket, which says what to speak instead",
+            response.status(),
+            header_of(&response, "upgrade")
+        ));
+    }
+    Ok(())
+}
+
+/// A WebSocket client that sends nothing after its handshake, not even the Pong a browser
+/// answers a Ping with: what a vanished client looks like from the server. It reads frames
+/// itself, since a WebSocket library would answer the Pings.
+struct SilentSocket {
+    tcp: TcpStream,
+    raw: Vec<u8>,
+}
+
+impl SilentSocket {
+    async fn open(addr: SocketAddr) -> Result<Self, String> {
+        use tokio::io::AsyncReadExt;
+        let mut tcp = within(
+            WAIT,
+            || "could not connect".to_owned(),
+            TcpStream::connect(addr),
+        )
+        .await?
+        .map_err(|error| format!("could not connect: {error}"))?;
+        let handshake = format!(
+            "GET /quotes/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: \
+             Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: \
+             13\r\n\r\n"
+        );
+        tcp.write_all(handshake.as_bytes())
+            .await
+            .map_err(|error| format!("could not send the handshake: {error}"))?;
+        let mut raw = Vec::new();
+        let head_end = loop {
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut buffer = [0u8; 4096];
+            let read = within(
+                WAIT,
+                || "the handshake got no answer".to_owned(),
+                tcp.read(&mut buffer),
+            )
+            .await?
+            .map_err(|error| format!("the handshake broke off: {error}"))?;
+            if read == 0 || raw.len() > 64 * 1024 {
+                return Err("the handshake got no answer".to_owned());
+            }
+            raw.extend_from_slice(&buffer[..read]);
+        };
+        let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+        if !head.starts_with("HTTP/1.1 101") {
+            let status = head.lines().next().unwrap_or("").to_owned();
+            return Err(format!(
+                "a WebSocket handshake to /quotes/ws got {status:?}"
+            ));
+        }
+        raw.drain(..head_end);
+        Ok(Self { tcp, raw })
+    }
+
+    /// The next frame as (opcode, payload); `None` once the server has closed the connection.
+    /// Server frames are not masked; this reads the short and 16-bit lengths the feed uses.
+    async fn next_frame(&mut self) -> Result<Option<(u8, Vec<u8>)>, String> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.raw.len() >= 2 {
+                let (length, header) = match self.raw[1] & 0x7f {
+                    126 if self.raw.len() >= 4 => (
+                        usize::from(u16::from_be_bytes([self.raw[2], self.raw[3]])),
+                        4,
+                    ),
+                    127 => return Err("the server sent a frame over 64 KiB".to_owned()),
+                    126 => (usize::MAX, 4),
+                    short => (usize::from(short), 2),
+                };
+                if length != usize::MAX && self.raw.len() >= header + length {
+                    let opcode = self.raw[0] & 0x0f;
+                    let payload = self.raw.drain(..header + length).skip(header).collect();
+                    return Ok(Some((opcode, payload)));
+                }
+            }
+            let mut buffer = [0u8; 16 * 1024];
+            match self.tcp.read(&mut buffer).await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(read) => self.raw.extend_from_slice(&buffer[..read]),
+            }
+        }
+    }
+}
+
+/// The heartbeat: Pings go out, and a client that answers none of them is let go.
+async fn pings_and_closes_a_silent_socket(rung: Rung) -> Result<(), String> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = rung
+        .start(&[
+            ("SEED", "7"),
+            ("UPDATES_PER_SECOND", "200"),
+            ("PING_MS", "200"),
+            ("IDLE_MS", "600"),
+        ])
+        .await?;
+    let mut silent = SilentSocket::open(server.addr).await?;
+    let patience = Duration::from_secs(2);
+    let pinged = tokio::time::timeout(patience, async {
+        loop {
+            match silent.next_frame().await {
+                Ok(Some((0x9, _))) => return Ok(()),
+                Ok(Some(_)) => continue,
+                Ok(None) => return Err("the server closed the socket before any Ping".to_owned()),
+                Err(error) => return Err(error),
+            }
+        }
+    })
+    .await;
+    match pinged {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(format!(
+                "a WebSocket client was sent no Ping in {} s, though PING_MS asked for one every \
+                 200 ms: a client that vanished without closing (a laptop shut, a phone out of \
+                 coverage) holds its socket and its task until a write fails, which on a quiet \
+                 feed takes many minutes, and a proxy closes a socket that has been quiet for its \
+                 timeout",
+                patience.as_secs()
+            ));
+        }
+    }
+    let patience = Duration::from_secs(3);
+    let closed = tokio::time::timeout(patience, async {
+        loop {
+            match silent.next_frame().await? {
+                Some((0x8, payload)) => return Ok(Some(payload)),
+                Some(_) => continue,
+                None => return Ok::<_, String>(None),
+            }
+        }
+    })
+    .await;
+    match closed {
+        Err(_) => {
+            return Err(format!(
+                "a WebSocket client that answered no Ping was still connected {} s later, \
+                 though IDLE_MS asked for 600 ms: the Pings find nobody, and the socket and its \
+                 task stay",
+                patience.as_secs()
+            ));
+        }
+        Ok(Ok(None)) => {
+            return Err(
+                "a WebSocket client that answered no Ping was cut off without a Close \
+                        frame: send Close 1008 (policy), so a client that was only slow knows \
+                        why"
+                .to_owned(),
+            );
+        }
+        Ok(Ok(Some(payload))) => {
+            let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+            if code != Some(1008) {
+                return Err(format!(
+                    "a WebSocket client that answered no Ping was closed with {code:?}, not 1008 \
+                     (policy violation)"
+                ));
+            }
+        }
+        Ok(Err(error)) => return Err(error),
+    }
+
+    // A client that answers (tungstenite does, as browsers do) stays.
+    let mut live = open_socket(&server, &[]).await?;
+    let pings = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut pings = 0;
+        loop {
+            match live.next().await {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                Some(Ok(_)) => {}
+                other => return (pings, format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    if let Ok((pings, end)) = pings {
+        return Err(format!(
+            "a WebSocket client that answered every Ping ({pings} of them) was closed within 2 s \
+             ({end}): the idle timeout must only let go of a client that sends nothing at all"
+        ));
+    }
+    Ok(())
+}
+
+/// Keep-alive comments while no quote is due.
+async fn keeps_a_quiet_stream_alive(rung: Rung) -> Result<(), String> {
+    use http_body_util::BodyExt;
+    let server = rung
+        .start(&[
+            ("SEED", "7"),
+            ("UPDATES_PER_SECOND", "0.1"),
+            ("KEEP_ALIVE_MS", "200"),
+        ])
+        .await?;
+    let headers = [("accept", "text/event-stream")];
+    let response = probe::get(server.addr, "/quotes/stream", &headers).await?;
+    if response.status() != 200 {
+        return Err(format!(
+            "GET /quotes/stream answered {}, not a stream",
+            response.status()
+        ));
+    }
+    let mut body = response.into_body();
+    let mut text = String::new();
+    let patience = Duration::from_secs(3);
+    let read = tokio::time::timeout(patience, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+                if probe::comment_lines(&text) >= 2 {
+                    return true;
+                }
+                if text.len() > 1024 * 1024 {
+                    return false;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    match read {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(
+            "the stream ended, though a market's stream goes on until the server stops".to_owned(),
+        ),
+        Err(_) => Err(format!(
+            "with the next quote 10 s away (UPDATES_PER_SECOND=0.1), the stream sent {} in {} s, \
+             though KEEP_ALIVE_MS asked for a comment every 200 ms: a proxy in front closes a \
+             connection that has been silent for its read timeout (nginx: 60 s), and a client \
+             that vanished without closing its connection is never noticed",
+            if probe::comment_lines(&text) == 0 {
+                "no comment"
+            } else {
+                "one comment only"
+            },
+            patience.as_secs()
+        )),
+    }
+}
+
+/// `X-Accel-Buffering: no` on the stream.
+async fn tells_proxies_not_to_buffer(rung: Rung) -> Result<(), String> {
+    let server = rung.start(FAST).await?;
+    let stream = open_stream(&server, "/quotes/stream", &[]).await?;
+    let value = stream
+        .headers()
+        .get("x-accel-buffering")
+        .and_then(|v| v.to_str().ok());
+    if !value.is_some_and(|value| value.eq_ignore_ascii_case("no")) {
+        return Err(
+            "the stream's response has no `X-Accel-Buffering: no`: nginx in front \
+                    buffers what it proxies by default, so the page would get its quotes late \
+                    and in bursts"
+                .to_owned(),
+        );
+    }
     Ok(())
 }

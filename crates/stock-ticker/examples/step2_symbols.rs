@@ -143,15 +143,10 @@ fn symbols() -> String {
 }
 
 /// The board indices of the symbols a client asked for with `?symbols=A,B` (every `symbols`
-/// parameter, split on commas, percent-decoded: `URLSearchParams` writes a comma as `%2C`), in
-/// the order asked, without repeats; all of them without the parameter. Otherwise the JSON body
-/// of a `400`, naming the first unknown symbol and listing the valid ones.
+/// parameter, split on commas and percent-decoded: `URLSearchParams` writes a comma as `%2C`);
+/// all of them without the parameter. Otherwise the JSON body of a `400`.
 fn subscription(query: Option<&str>) -> Result<Vec<usize>, String> {
-    let valid: Vec<String> = default_symbols()
-        .into_iter()
-        .map(|spec| spec.symbol)
-        .collect();
-    let mut asked: Option<Vec<usize>> = None;
+    let mut names: Option<Vec<String>> = None;
     for value in query
         .unwrap_or("")
         .split('&')
@@ -160,32 +155,42 @@ fn subscription(query: Option<&str>) -> Result<Vec<usize>, String> {
         let value = percent_decode(value).ok_or_else(|| {
             json_error("the symbols parameter is not valid percent-encoded UTF-8")
         })?;
-        let asked = asked.get_or_insert_with(Vec::new);
-        for name in value.split(',') {
-            let Some(index) = valid.iter().position(|symbol| symbol == name.trim()) else {
-                // Bounded, whatever the client sent: the name is echoed back.
-                let name: String = name.chars().take(16).collect();
-                let error = format!(
-                    "unknown symbol {name:?}; the valid symbols are {}",
-                    valid.join(", ")
-                );
-                return Err(
-                    serde_json::json!({ "error": error, "valid_symbols": valid }).to_string(),
-                );
-            };
-            if !asked.contains(&index) {
-                asked.push(index);
-            }
+        let names = names.get_or_insert_with(Vec::new);
+        names.extend(value.split(',').map(str::to_owned));
+    }
+    match names {
+        None => Ok((0..default_symbols().len()).collect()),
+        Some(names) => resolve(names.iter().map(String::as_str)).map_err(|error| error.to_string()),
+    }
+}
+
+/// The board indices of `names`, in the order given, without repeats; or the error to send
+/// back, `{"error": ..., "valid_symbols": [...]}`, naming the first unknown symbol.
+fn resolve<'n>(names: impl IntoIterator<Item = &'n str>) -> Result<Vec<usize>, serde_json::Value> {
+    let valid: Vec<String> = default_symbols()
+        .into_iter()
+        .map(|spec| spec.symbol)
+        .collect();
+    let refuse = |error: String| serde_json::json!({ "error": error, "valid_symbols": valid });
+    let mut indices = Vec::new();
+    for name in names {
+        let Some(index) = valid.iter().position(|symbol| symbol == name.trim()) else {
+            // Bounded, whatever the client sent: the name is echoed back.
+            let name: String = name.chars().take(16).collect();
+            let list = valid.join(", ");
+            return Err(refuse(format!(
+                "unknown symbol {name:?}; the valid symbols are {list}"
+            )));
+        };
+        if !indices.contains(&index) {
+            indices.push(index);
         }
     }
-    match asked {
-        None => Ok((0..valid.len()).collect()),
-        Some(asked) if !asked.is_empty() => Ok(asked),
-        Some(_) => {
-            let error = "name at least one symbol, or leave `symbols` out for all of them";
-            Err(serde_json::json!({ "error": error, "valid_symbols": valid }).to_string())
-        }
+    if indices.is_empty() {
+        let error = "name at least one symbol, or leave `symbols` out for all of them";
+        return Err(refuse(error.to_owned()));
     }
+    Ok(indices)
 }
 
 /// Decodes `%XX` escapes and `+` (a space, in a query string); `None` for a broken escape or

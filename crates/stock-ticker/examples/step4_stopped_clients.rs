@@ -165,15 +165,10 @@ fn symbols() -> String {
 }
 
 /// The board indices of the symbols a client asked for with `?symbols=A,B` (every `symbols`
-/// parameter, split on commas, percent-decoded: `URLSearchParams` writes a comma as `%2C`), in
-/// the order asked, without repeats; all of them without the parameter. Otherwise the JSON body
-/// of a `400`, naming the first unknown symbol and listing the valid ones.
+/// parameter, split on commas and percent-decoded: `URLSearchParams` writes a comma as `%2C`);
+/// all of them without the parameter. Otherwise the JSON body of a `400`.
 fn subscription(query: Option<&str>) -> Result<Vec<usize>, String> {
-    let valid: Vec<String> = default_symbols()
-        .into_iter()
-        .map(|spec| spec.symbol)
-        .collect();
-    let mut asked: Option<Vec<usize>> = None;
+    let mut names: Option<Vec<String>> = None;
     for value in query
         .unwrap_or("")
         .split('&')
@@ -182,32 +177,42 @@ fn subscription(query: Option<&str>) -> Result<Vec<usize>, String> {
         let value = percent_decode(value).ok_or_else(|| {
             json_error("the symbols parameter is not valid percent-encoded UTF-8")
         })?;
-        let asked = asked.get_or_insert_with(Vec::new);
-        for name in value.split(',') {
-            let Some(index) = valid.iter().position(|symbol| symbol == name.trim()) else {
-                // Bounded, whatever the client sent: the name is echoed back.
-                let name: String = name.chars().take(16).collect();
-                let error = format!(
-                    "unknown symbol {name:?}; the valid symbols are {}",
-                    valid.join(", ")
-                );
-                return Err(
-                    serde_json::json!({ "error": error, "valid_symbols": valid }).to_string(),
-                );
-            };
-            if !asked.contains(&index) {
-                asked.push(index);
-            }
+        let names = names.get_or_insert_with(Vec::new);
+        names.extend(value.split(',').map(str::to_owned));
+    }
+    match names {
+        None => Ok((0..default_symbols().len()).collect()),
+        Some(names) => resolve(names.iter().map(String::as_str)).map_err(|error| error.to_string()),
+    }
+}
+
+/// The board indices of `names`, in the order given, without repeats; or the error to send
+/// back, `{"error": ..., "valid_symbols": [...]}`, naming the first unknown symbol.
+fn resolve<'n>(names: impl IntoIterator<Item = &'n str>) -> Result<Vec<usize>, serde_json::Value> {
+    let valid: Vec<String> = default_symbols()
+        .into_iter()
+        .map(|spec| spec.symbol)
+        .collect();
+    let refuse = |error: String| serde_json::json!({ "error": error, "valid_symbols": valid });
+    let mut indices = Vec::new();
+    for name in names {
+        let Some(index) = valid.iter().position(|symbol| symbol == name.trim()) else {
+            // Bounded, whatever the client sent: the name is echoed back.
+            let name: String = name.chars().take(16).collect();
+            let list = valid.join(", ");
+            return Err(refuse(format!(
+                "unknown symbol {name:?}; the valid symbols are {list}"
+            )));
+        };
+        if !indices.contains(&index) {
+            indices.push(index);
         }
     }
-    match asked {
-        None => Ok((0..valid.len()).collect()),
-        Some(asked) if !asked.is_empty() => Ok(asked),
-        Some(_) => {
-            let error = "name at least one symbol, or leave `symbols` out for all of them";
-            Err(serde_json::json!({ "error": error, "valid_symbols": valid }).to_string())
-        }
+    if indices.is_empty() {
+        let error = "name at least one symbol, or leave `symbols` out for all of them";
+        return Err(refuse(error.to_owned()));
     }
+    Ok(indices)
 }
 
 /// Decodes `%XX` escapes and `+` (a space, in a query string); `None` for a broken escape or
@@ -237,14 +242,23 @@ struct Cursor {
 }
 
 impl Cursor {
-    /// A client that asked for the symbols at `subscription`, and has been sent their quotes as
-    /// `board` has them now: its snapshot.
-    fn new(subscription: &[usize], board: &[Wire]) -> Self {
-        let mut sent = vec![None; board.len()];
-        for &index in subscription {
-            sent[index] = Some(board[index].quote.seq);
+    /// A client subscribed to nothing yet.
+    fn new(symbols: usize) -> Self {
+        Self {
+            sent: vec![None; symbols],
         }
-        Self { sent }
+    }
+
+    /// Subscribes to the symbols at `indices` and returns their current quotes: the snapshot to
+    /// send now. Later quotes of them come from [`next`](Self::next).
+    fn subscribe<'b>(&mut self, indices: &[usize], board: &'b [Wire]) -> Vec<&'b Wire> {
+        indices
+            .iter()
+            .map(|&index| {
+                self.sent[index] = Some(board[index].quote.seq);
+                &board[index]
+            })
+            .collect()
     }
 
     /// The quote to send next, marked as sent: of the client's symbols whose quote on the board
@@ -268,16 +282,15 @@ fn events(board: &Board, subscription: Vec<usize>) -> Body {
     let mut board = board.subscribe();
     let (first, cursor) = {
         let current = board.borrow_and_update();
-        // The snapshot's id is the latest `seq` on the whole board, as every quote up to it is in.
-        let seen = current.iter().map(|wire| wire.quote.seq).max().unwrap_or(0);
-        let asked: Vec<&Quote> = subscription
-            .iter()
-            .map(|&index| &current[index].quote)
-            .collect();
+        let mut cursor = Cursor::new(current.len());
+        let snapshot = cursor.subscribe(&subscription, &current);
+        let asked: Vec<&Quote> = snapshot.iter().map(|wire| &wire.quote).collect();
         let data = serde_json::to_string(&asked).expect("quotes always serialise");
+        // Its id is the latest `seq` on the whole board, as every quote up to it is in it.
+        let seen = current.iter().map(|wire| wire.quote.seq).max().unwrap_or(0);
         let first =
             format!("retry: 3000\nevent: snapshot\nid: {seen}\ndata: {{\"quotes\":{data}}}\n\n");
-        (first, Cursor::new(&subscription, &current))
+        (first, cursor)
     };
     let first = stream::once(async { Ok(Frame::data(Bytes::from(first))) });
     let rest = stream::unfold((board, cursor), |(mut board, mut cursor)| async move {
