@@ -75,6 +75,12 @@ pub const LADDER: Ladder = Ladder {
                 TELLS_PROXIES_NOT_TO_BUFFER,
             ],
         },
+        Step {
+            name: "step7_going_away",
+            adds: "graceful shutdown on Ctrl-C and SIGTERM: streams end, sockets get Close 1001, \
+                   the process exits",
+            why_tests: &[EXITS_ON_A_SIGNAL],
+        },
     ],
 };
 
@@ -119,7 +125,7 @@ const ANSWERS_MISTAKES_IN_JSON: WhyTest = WhyTest {
 
 const GIVES_A_SLOW_READER_THE_LATEST_PRICES: WhyTest = WhyTest {
     name: "gives_a_slow_reader_the_latest_prices",
-    checks: "a reader that stops reading while the market makes 3,000 quotes (1,000 a second) \
+    checks: "a reader that stops reading while the market makes 2,000 quotes (1,000 a second) \
              and then reads again is sent fewer than half of them: what the kernels held, then \
              each symbol's latest price, never an older price of a symbol after a newer one, \
              and its stream goes on",
@@ -182,6 +188,15 @@ const TELLS_PROXIES_NOT_TO_BUFFER: WhyTest = WhyTest {
     checks: "the event stream's response says X-Accel-Buffering: no",
     limit: Duration::from_secs(30),
     run: |rung| Box::pin(async move { Outcome::from(tells_proxies_not_to_buffer(rung).await) }),
+};
+
+const EXITS_ON_A_SIGNAL: WhyTest = WhyTest {
+    name: "exits_on_a_signal",
+    checks: "with an event stream and a WebSocket open, SIGINT (Ctrl-C) and SIGTERM each make \
+             the process end the stream cleanly, close the socket with 1001 (going away) and \
+             exit with success within 4 s",
+    limit: Duration::from_secs(30),
+    run: |rung| Box::pin(exits_on_a_signal(rung)),
 };
 
 /// The seed every test starts the market with: not the default (2026), so a rung that ignores
@@ -771,7 +786,7 @@ async fn small_window_socket(addr: SocketAddr) -> std::io::Result<TcpStream> {
 
 /// Conflation: a reader that falls behind skips to the latest prices.
 async fn gives_a_slow_reader_the_latest_prices(rung: Rung) -> Result<(), String> {
-    const STALL: u64 = 3_000;
+    const STALL: u64 = 2_000;
     let server = rung
         .start(&[("SEED", "7"), ("UPDATES_PER_SECOND", "1000")])
         .await?;
@@ -1474,4 +1489,128 @@ async fn tells_proxies_not_to_buffer(rung: Rung) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// SIGINT and SIGTERM with a stream and a socket open: a clean end of both and a clean exit.
+#[cfg(unix)]
+async fn exits_on_a_signal(rung: Rung) -> Outcome {
+    use futures_util::StreamExt;
+    use rustix::process::Signal;
+    use std::os::unix::process::ExitStatusExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let signals = [
+        (Signal::INT, "Ctrl-C (SIGINT)"),
+        (
+            Signal::TERM,
+            "SIGTERM (what kill, systemd and docker stop send)",
+        ),
+    ];
+    let limit = Duration::from_secs(4);
+    for (signal, name) in signals {
+        let attempt = async {
+            let mut server = rung.start(FAST).await?;
+            let mut simulation = Simulation::new();
+            let mut stream = open_stream(&server, "/quotes/stream", &[]).await?;
+            parse_snapshot(&next_event(&mut stream, WAIT).await?, &mut simulation)?;
+            let mut socket = open_socket(&server, &[]).await?;
+            send_text(&mut socket, r#"{"type":"subscribe","symbols":["ACME"]}"#).await?;
+            socket_snapshot(&next_message(&mut socket, WAIT).await?, &mut simulation)?;
+            server.send_signal(signal)?;
+            let stream_ended = async {
+                loop {
+                    match stream.next_event().await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => return Ok(()),
+                        Err(error) => return Err(error.to_string()),
+                    }
+                }
+            };
+            let socket_closed = async {
+                loop {
+                    match socket.next().await {
+                        Some(Ok(Message::Close(frame))) => {
+                            // Read on, as a browser does: tungstenite answers the Close, and
+                            // the server may wait for that answer before it lets go.
+                            while let Some(Ok(_)) = socket.next().await {}
+                            return Ok(frame.map(|f| f.code));
+                        }
+                        Some(Ok(_)) => continue,
+                        Some(Err(error)) => return Err(error.to_string()),
+                        None => return Err("the connection ended".to_owned()),
+                    }
+                }
+            };
+            let (ended, closed, exit) = tokio::join!(
+                tokio::time::timeout(limit, stream_ended),
+                tokio::time::timeout(limit, socket_closed),
+                server.exit_within(limit)
+            );
+            match exit {
+                None => {
+                    return Err(format!(
+                        "on {name} the server never exited while a browser was connected ({} s): \
+                         hyper waits for every response to finish, and an event stream never \
+                         finishes unless it ends itself on shutdown",
+                        limit.as_secs()
+                    ));
+                }
+                Some(status) if status.signal().is_some() => {
+                    return Err(format!(
+                        "on {name} the server was killed by the signal instead of shutting down: \
+                         the open stream and socket were cut off mid-response, the page cannot \
+                         tell a restart from a broken network, and nothing after the signal ran"
+                    ));
+                }
+                Some(status) if !status.success() => {
+                    return Err(format!(
+                        "on {name} the server exited with {status}, not success"
+                    ));
+                }
+                Some(_) => {}
+            }
+            match ended {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    return Err(format!(
+                        "on {name} the server exited, but the open event stream was cut off \
+                         ({error}) instead of ended: the browser sees a network error, not the \
+                         end of the stream"
+                    ));
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "on {name} the server exited, but the browser's event stream did not end"
+                    ));
+                }
+            }
+            match closed {
+                Ok(Ok(Some(code))) if u16::from(code) == 1001 => Ok(()),
+                Ok(Ok(code)) => Err(format!(
+                    "on {name} the WebSocket was closed with {code:?}, not 1001 (going away), \
+                     which tells the page the server is leaving and it should come back later"
+                )),
+                Ok(Err(error)) => Err(format!(
+                    "on {name} the WebSocket was cut off ({error}) without a Close frame: hyper \
+                     no longer sees an upgraded connection, so shutdown must close each socket \
+                     itself (1001, going away) and wait for it"
+                )),
+                Err(_) => Err(format!(
+                    "on {name} the server exited, but the WebSocket got no Close frame"
+                )),
+            }
+        };
+        if let Err(failure) = attempt.await {
+            return Outcome::Fail(failure);
+        }
+    }
+    Outcome::Pass
+}
+
+/// Signals are Unix's: elsewhere the check says it cannot run.
+#[cfg(not(unix))]
+async fn exits_on_a_signal(_rung: Rung) -> Outcome {
+    Outcome::CannotRun(
+        "it sends SIGINT and SIGTERM, which only Unix has; run it on Linux or macOS".to_owned(),
+    )
 }

@@ -51,7 +51,7 @@ const PAGE: &str = r##"<!doctype html><meta charset="utf-8"><title>stock-ticker<
     lines[symbol] = `${symbol.padEnd(5)} ${(price / 100).toFixed(2).padStart(9)} ${change_pct} %`;
     show("board", Object.values(lines).join("\n"));
   }
-    if (location.hash === "#ws") {
+  if (location.hash === "#ws") {
     // The same feed over WebSocket. Reconnecting is the page's job here, and so is subscribing.
     const connect = () => {
       const socket = new WebSocket(location.origin.replace(/^http/, "ws") + "/quotes/ws");
@@ -76,7 +76,7 @@ const PAGE: &str = r##"<!doctype html><meta charset="utf-8"><title>stock-ticker<
     source.addEventListener("snapshot", (event) => JSON.parse(event.data).quotes.forEach(update));
     source.addEventListener("quote", (event) => update(JSON.parse(event.data)));
   }
-  </script>"##;
+</script>"##;
 
 /// Each symbol's latest quote, encoded once for each transport: every stream's and socket's
 /// snapshot, and everything they send. Its size is the number of symbols, however slow the
