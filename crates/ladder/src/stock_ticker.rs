@@ -58,8 +58,7 @@ pub const LADDER: Ladder = Ladder {
         },
         Step {
             name: "step5_websocket_feed",
-            adds: "the same feed over WebSocket: subscribe/unsubscribe commands, a checked \
-                   handshake, pages from other sites refused",
+            adds: "the same feed over WebSocket: subscribe/unsubscribe, a checked handshake, Origin",
             why_tests: &[
                 STREAMS_OVER_A_WEBSOCKET,
                 REFUSES_FOREIGN_PAGES_AND_BAD_HANDSHAKES,
@@ -67,8 +66,7 @@ pub const LADDER: Ladder = Ladder {
         },
         Step {
             name: "step6_liveness",
-            adds: "Pings and an idle timeout for WebSocket clients, keep-alive comments on quiet \
-                   event streams, X-Accel-Buffering: no",
+            adds: "Pings and an idle timeout on WebSockets, keep-alive comments, X-Accel-Buffering",
             why_tests: &[
                 PINGS_AND_CLOSES_A_SILENT_SOCKET,
                 KEEPS_A_QUIET_STREAM_ALIVE,
@@ -77,8 +75,7 @@ pub const LADDER: Ladder = Ladder {
         },
         Step {
             name: "step7_going_away",
-            adds: "graceful shutdown on Ctrl-C and SIGTERM: streams end, sockets get Close 1001, \
-                   the process exits",
+            adds: "graceful shutdown: streams end, sockets get Close 1001, the process exits",
             why_tests: &[EXITS_ON_A_SIGNAL],
         },
     ],
@@ -167,7 +164,7 @@ const REFUSES_FOREIGN_PAGES_AND_BAD_HANDSHAKES: WhyTest = WhyTest {
 const PINGS_AND_CLOSES_A_SILENT_SOCKET: WhyTest = WhyTest {
     name: "pings_and_closes_a_silent_socket",
     checks: "a WebSocket client is sent a Ping every PING_MS (200 ms here); one that answers \
-             nothing is closed with 1008 soon after IDLE_MS (600 ms here), one that answers \
+             nothing is closed with 1008 soon after IDLE_MS (1 s here), one that answers \
              stays",
     limit: Duration::from_secs(30),
     run: |rung| {
@@ -828,9 +825,14 @@ async fn gives_a_slow_reader_the_latest_prices(rung: Rung) -> Result<(), String>
         let event = match next_event(&mut reader, WAIT).await {
             Ok(event) => event,
             Err(failure) if received > 0 => {
+                let then = if failure.starts_with("the stream ended") {
+                    "its stream ended".to_owned()
+                } else {
+                    failure
+                };
                 return Err(format!(
                     "a reader that stopped reading while the market made {made} quotes was sent \
-                     {received} old ones when it read again, and then: {failure}. A phone that \
+                     {received} old ones when it read again, and then {then}: a phone that \
                      pauses for a few seconds (a tunnel, a busy tab) loses its stream, and its \
                      page shows old prices until the browser reconnects"
                 ));
@@ -1325,7 +1327,7 @@ async fn pings_and_closes_a_silent_socket(rung: Rung) -> Result<(), String> {
             ("SEED", "7"),
             ("UPDATES_PER_SECOND", "200"),
             ("PING_MS", "200"),
-            ("IDLE_MS", "600"),
+            ("IDLE_MS", "1000"),
         ])
         .await?;
     let mut silent = SilentSocket::open(server.addr).await?;
@@ -1369,7 +1371,7 @@ async fn pings_and_closes_a_silent_socket(rung: Rung) -> Result<(), String> {
         Err(_) => {
             return Err(format!(
                 "a WebSocket client that answered no Ping was still connected {} s later, \
-                 though IDLE_MS asked for 600 ms: the Pings find nobody, and the socket and its \
+                 though IDLE_MS asked for 1 s: the Pings find nobody, and the socket and its \
                  task stay",
                 patience.as_secs()
             ));
@@ -1396,7 +1398,8 @@ async fn pings_and_closes_a_silent_socket(rung: Rung) -> Result<(), String> {
 
     // A client that answers (tungstenite does, as browsers do) stays.
     let mut live = open_socket(&server, &[]).await?;
-    let pings = tokio::time::timeout(Duration::from_secs(2), async {
+    let watched = Duration::from_millis(2500);
+    let pings = tokio::time::timeout(watched, async {
         let mut pings = 0;
         loop {
             match live.next().await {
@@ -1409,7 +1412,7 @@ async fn pings_and_closes_a_silent_socket(rung: Rung) -> Result<(), String> {
     .await;
     if let Ok((pings, end)) = pings {
         return Err(format!(
-            "a WebSocket client that answered every Ping ({pings} of them) was closed within 2 s \
+            "a WebSocket client that answered every Ping ({pings} of them) was closed within 2.5 s \
              ({end}): the idle timeout must only let go of a client that sends nothing at all"
         ));
     }
@@ -1613,4 +1616,71 @@ async fn exits_on_a_signal(_rung: Rung) -> Outcome {
     Outcome::CannotRun(
         "it sends SIGINT and SIGTERM, which only Unix has; run it on Linux or macOS".to_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quote_must_be_the_seeded_markets_for_its_seq() {
+        let mut simulation = Simulation::new();
+        let mut market = Market::open(market::default_symbols(), SEED);
+        let opening = market.quotes().remove(0);
+        let first = market.step().1;
+        let second = market.step().1;
+        assert_eq!(
+            simulation.check(&to_value(&second)),
+            Ok((2, second.symbol.clone()))
+        );
+        assert_eq!(
+            simulation.check(&to_value(&first)),
+            Ok((1, first.symbol.clone()))
+        );
+        assert_eq!(
+            simulation.check(&to_value(&opening)),
+            Ok((0, "ACME".into()))
+        );
+
+        let mut moved = to_value(&second);
+        moved["price"] = Value::from(second.price + 1);
+        assert!(simulation.check(&moved).unwrap_err().contains("SEED=7"));
+        let mut tagged = to_value(&first);
+        tagged["type"] = Value::from("quote");
+        assert!(
+            simulation
+                .check(&tagged)
+                .unwrap_err()
+                .contains("nothing else")
+        );
+        let far = serde_json::json!({ "seq": Simulation::MAX_SEQ + 1, "symbol": "ACME" });
+        assert!(simulation.check(&far).unwrap_err().contains("more than"));
+    }
+
+    #[test]
+    fn a_snapshot_lists_checked_quotes_and_its_id() {
+        let mut simulation = Simulation::new();
+        let quotes: Vec<Value> = Market::open(market::default_symbols(), SEED)
+            .quotes()
+            .iter()
+            .map(to_value)
+            .collect();
+        let event = MessageEvent {
+            event: "snapshot".to_owned(),
+            data: serde_json::json!({ "quotes": quotes }).to_string(),
+            last_event_id: "0".to_owned(),
+        };
+        let (id, board) = parse_snapshot(&event, &mut simulation).expect("a snapshot");
+        assert_eq!(id, 0);
+        assert_eq!(board.len(), 8);
+        let quote = MessageEvent {
+            event: "quote".to_owned(),
+            ..event
+        };
+        assert!(
+            parse_snapshot(&quote, &mut simulation)
+                .unwrap_err()
+                .contains("not a `snapshot`")
+        );
+    }
 }
