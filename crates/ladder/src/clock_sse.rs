@@ -104,7 +104,7 @@ const DROPS_A_STALLED_READER: WhyTest = WhyTest {
     run: |rung| Box::pin(async move { Outcome::from(drops_a_stalled_reader(rung).await) }),
 };
 
-const DROPS_A_HALF_SENT_REQUEST: WhyTest = WhyTest {
+pub(crate) const DROPS_A_HALF_SENT_REQUEST: WhyTest = WhyTest {
     name: "drops_a_half_sent_request",
     checks: "a connection that sends half a request and waits is closed soon after \
              HEADER_TIMEOUT_MS (300 ms here)",

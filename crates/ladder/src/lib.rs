@@ -30,11 +30,17 @@ pub mod echo_ws;
 pub mod probe;
 pub mod rung;
 pub mod source;
+pub mod stock_ticker;
 
 pub use rung::{Rung, Server};
 
 /// Every demo's ladder, in the order `list` and `verify` show them.
-pub const LADDERS: &[Ladder] = &[clock_sse::LADDER, chat_sse::LADDER, echo_ws::LADDER];
+pub const LADDERS: &[Ladder] = &[
+    clock_sse::LADDER,
+    chat_sse::LADDER,
+    echo_ws::LADDER,
+    stock_ticker::LADDER,
+];
 
 /// One demo's ladder.
 #[derive(Debug)]

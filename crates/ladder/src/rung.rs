@@ -28,6 +28,8 @@ pub const SETTINGS: &[&str] = &[
     "ALLOW_HOST",
     "BIND",
     "DIRECT_STREAMS",
+    "SEED",
+    "UPDATES_PER_SECOND",
 ];
 
 /// How long a rung may take to print its listening line.

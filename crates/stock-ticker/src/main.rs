@@ -1,6 +1,11 @@
 //! `cargo run -p stock-ticker [-- --seed 7 --updates-per-second 20 --symbols ACME,HOOL]`:
 //! serves the simulated market until Ctrl-C. The demo itself is in `lib.rs`; this file only
 //! reads the arguments and binds.
+//!
+//! The market and the timings can be set by environment variable too (`SEED`,
+//! `UPDATES_PER_SECOND`, `KEEP_ALIVE_MS`, `PING_MS`, `IDLE_TIMEOUT_MS`, `STALL_TIMEOUT_MS`, ...): the
+//! ladder's checker (`cargo run -p ladder -- verify`) runs this binary as the last rung with the
+//! same variables as the steps in `examples/`, and short limits make its tests quick.
 
 use std::time::Duration;
 
@@ -21,12 +26,26 @@ struct Args {
     streams: DirectStreamArgs,
 
     /// Decides every price: the same seed gives the same market.
-    #[arg(long, default_value_t = 2026)]
+    #[arg(long, env = "SEED", default_value_t = 2026)]
     seed: u64,
 
     /// Updates across the whole market per second (each moves one symbol), from 0.1 to 1000.
-    #[arg(long, default_value_t = 8.0, value_parser = parse_rate)]
+    #[arg(long, env = "UPDATES_PER_SECOND", default_value_t = 8.0, value_parser = parse_rate)]
     updates_per_second: f64,
+
+    /// How long an event stream may be silent before a keep-alive comment, in milliseconds.
+    /// [default: 15000]
+    #[arg(long, env = "KEEP_ALIVE_MS", value_name = "MS")]
+    keep_alive_ms: Option<u64>,
+
+    /// Time between Pings to a WebSocket client, in milliseconds. [default: 15000]
+    #[arg(long, env = "PING_MS", value_name = "MS")]
+    ping_ms: Option<u64>,
+
+    /// How long a WebSocket client may send nothing at all (not even a Pong) before it is
+    /// closed, in milliseconds. [default: 35000]
+    #[arg(long, env = "IDLE_TIMEOUT_MS", value_name = "MS")]
+    idle_timeout_ms: Option<u64>,
 
     /// The symbols to list, comma-separated (1 to 8 capitals or digits each), instead of the
     /// eight built-in companies. Each opens at 100.00.
@@ -74,13 +93,19 @@ async fn main() -> realtime_kit::Result<()> {
     };
     config::init_tracing();
     let listener = config::listen("stock-ticker", stock_ticker::DEFAULT_PORT, &args.listen).await?;
+    let defaults = stock_ticker::Config::default();
+    let ms = |value: Option<u64>, default| value.map_or(default, Duration::from_millis);
     let ticker = stock_ticker::Config {
         symbols,
         seed: args.seed,
         update_interval: Duration::from_secs_f64(1.0 / args.updates_per_second),
+        keep_alive: ms(args.keep_alive_ms, defaults.keep_alive),
+        // tokio's interval panics on a zero period.
+        ping_interval: ms(args.ping_ms, defaults.ping_interval).max(Duration::from_millis(1)),
+        idle_timeout: ms(args.idle_timeout_ms, defaults.idle_timeout),
         origins,
         server,
-        ..stock_ticker::Config::default()
+        ..defaults
     };
     stock_ticker::run(listener, ticker, config::shutdown_signal()).await;
     Ok(())
