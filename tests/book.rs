@@ -226,6 +226,25 @@ fn every_image_exists() {
     );
 }
 
+/// Each demo chapter opens with its ladder's step 1: the chapter's first code block is the whole
+/// of `crates/<demo>/examples/step1_*.rs`, so a reader has a working server on the first screen.
+#[test]
+fn every_demo_chapter_opens_with_its_step_one() {
+    for demo in ["clock-sse", "chat-sse", "echo-ws", "stock-ticker"] {
+        let chapter = book_root().join("src").join(format!("{demo}.md"));
+        let text = fs::read_to_string(&chapter).expect("read chapter");
+        let first_block = text
+            .split("```")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{demo}.md has no code block"));
+        let prefix = format!("{{{{#include ../../crates/{demo}/examples/step1_");
+        assert!(
+            first_block.contains(&prefix) && !first_block.contains(".rs:"),
+            "{demo}.md's first code block is not its step 1, whole: {first_block:?}"
+        );
+    }
+}
+
 /// The checker itself catches a missing file, a missing anchor, an empty block and a wrong
 /// fence, so a green run of the test above means something.
 #[test]
