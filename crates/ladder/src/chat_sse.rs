@@ -385,24 +385,7 @@ fn is_json_error(response: &Fetched) -> bool {
 async fn serves_the_chat(rung: Rung) -> Result<(), String> {
     let server = rung.start(&[]).await?;
 
-    let page = within(
-        WAIT,
-        || "GET / got no answer".to_owned(),
-        client::get(&server.url("/")),
-    )
-    .await?
-    .map_err(|error| format!("GET / failed: {error}"))?;
-    let content_type = page
-        .headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok());
-    if page.status != 200 || !content_type.is_some_and(|value| value.starts_with("text/html")) {
-        return Err(format!(
-            "GET / answered {} with Content-Type {content_type:?}, not the HTML page",
-            page.status
-        ));
-    }
-    let html = page.text();
+    let html = probe::html_page(&server.url("/")).await?;
     if !html.contains("new EventSource(\"/events\")")
         && !html.contains("new EventSource('/events')")
     {
@@ -1421,42 +1404,16 @@ async fn lets_go_of_a_stalled_reader(rung: Rung) -> Result<(), String> {
 /// Keep-alive comments while nobody posts.
 async fn keeps_a_quiet_stream_alive(rung: Rung) -> Result<(), String> {
     let server = rung.start(&[("KEEP_ALIVE_MS", "200")]).await?;
-    let response = probe::get(server.addr, "/events", &[("accept", "text/event-stream")]).await?;
-    if response.status() != 200 {
-        return Err(format!(
-            "GET /events answered {}, not a stream",
-            response.status()
-        ));
-    }
-    let mut body = response.into_body();
-    let mut text = String::new();
     let patience = Duration::from_secs(3);
-    let read = tokio::time::timeout(patience, async {
-        use http_body_util::BodyExt;
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Ok(data) = frame.into_data() {
-                text.push_str(&String::from_utf8_lossy(&data));
-                if probe::comment_lines(&text) >= 2 {
-                    return true;
-                }
-            }
-        }
-        false
-    })
-    .await;
-    match read {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(String::from(NoMessage::Ended)),
-        Err(_) => Err(format!(
+    match probe::comments_within(server.addr, "/events", 2, patience).await? {
+        probe::Comments::Seen => Ok(()),
+        probe::Comments::Ended => Err(String::from(NoMessage::Ended)),
+        probe::Comments::TooFew(count) => Err(format!(
             "with nobody posting, the stream sent {} in {} s, though KEEP_ALIVE_MS asked for a \
              comment every 200 ms: a proxy in front closes a connection that has been silent for \
              its read timeout (nginx: 60 s), and a reader whose network vanished is never \
              noticed, since nothing is written to it",
-            if probe::comment_lines(&text) == 0 {
-                "no comment"
-            } else {
-                "one comment only"
-            },
+            probe::comments_seen(count),
             patience.as_secs()
         )),
     }

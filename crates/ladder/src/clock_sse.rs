@@ -303,24 +303,7 @@ fn unix_ms_now() -> u64 {
 async fn serves_the_clock(rung: Rung) -> Result<(), String> {
     let server = rung.start(FAST).await?;
 
-    let page = within(
-        WAIT,
-        || "GET / got no answer".to_owned(),
-        client::get(&server.url("/")),
-    )
-    .await?
-    .map_err(|error| format!("GET / failed: {error}"))?;
-    let content_type = page
-        .headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok());
-    if page.status != 200 || !content_type.is_some_and(|value| value.starts_with("text/html")) {
-        return Err(format!(
-            "GET / answered {} with Content-Type {content_type:?}, not the HTML page",
-            page.status
-        ));
-    }
-    let html = page.text();
+    let html = probe::html_page(&server.url("/")).await?;
     if !html.contains("new EventSource(") || !html.contains("/events") {
         return Err(
             "the page never opens `new EventSource(\"/events\")`, so a browser never connects"
@@ -813,46 +796,20 @@ async fn keeps_a_quiet_stream_alive(rung: Rung) -> Result<(), String> {
     let server = rung
         .start(&[("TICK_MS", "3600000"), ("KEEP_ALIVE_MS", "200")])
         .await?;
-    let response = probe::get(server.addr, "/events", &[("accept", "text/event-stream")]).await?;
-    if response.status() != 200 {
-        return Err(format!(
-            "GET /events answered {}, not a stream",
-            response.status()
-        ));
-    }
-    let mut body = response.into_body();
-    let mut text = String::new();
     let patience = Duration::from_secs(3);
-    let read = tokio::time::timeout(patience, async {
-        use http_body_util::BodyExt;
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Ok(data) = frame.into_data() {
-                text.push_str(&String::from_utf8_lossy(&data));
-                if probe::comment_lines(&text) >= 2 {
-                    return true;
-                }
-            }
-        }
-        false
-    })
-    .await;
-    match read {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(
+    match probe::comments_within(server.addr, "/events", 2, patience).await? {
+        probe::Comments::Seen => Ok(()),
+        probe::Comments::Ended => Err(
             "the stream ended, though a clock's stream goes on until the server \
                           stops"
                 .to_owned(),
         ),
-        Err(_) => Err(format!(
+        probe::Comments::TooFew(count) => Err(format!(
             "with no tick due for an hour (TICK_MS=3600000), the stream sent {} in {} s, though \
              KEEP_ALIVE_MS asked for a comment every 200 ms: a proxy in front closes a \
              connection that has been silent for its read timeout (nginx: 60 s), and a client \
              that vanished without closing its connection is never noticed",
-            if probe::comment_lines(&text) == 0 {
-                "no comment"
-            } else {
-                "one comment only"
-            },
+            probe::comments_seen(count),
             patience.as_secs()
         )),
     }

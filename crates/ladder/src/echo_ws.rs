@@ -529,24 +529,7 @@ async fn read_frame(tcp: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
 async fn serves_the_room(rung: Rung) -> Result<(), String> {
     let server = rung.start(&[]).await?;
 
-    let page = within(
-        WAIT,
-        || "GET / got no answer".to_owned(),
-        client::get(&server.url("/")),
-    )
-    .await?
-    .map_err(|error| format!("GET / failed: {error}"))?;
-    let content_type = page
-        .headers
-        .get("content-type")
-        .and_then(|value| value.to_str().ok());
-    if page.status != 200 || !content_type.is_some_and(|value| value.starts_with("text/html")) {
-        return Err(format!(
-            "GET / answered {} with Content-Type {content_type:?}, not the HTML page",
-            page.status
-        ));
-    }
-    let html = page.text();
+    let html = probe::html_page(&server.url("/")).await?;
     if !html.contains("new WebSocket(") || !html.contains("/ws") {
         return Err(
             "the page never opens `new WebSocket(...\"/ws\")`, so a browser never joins".to_owned(),

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, header};
+use http::{Method, Request, Response, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -35,13 +35,28 @@ pub async fn get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<Response<Incoming>, String> {
+    request(addr, Method::GET, path, headers).await
+}
+
+/// `method path` on a connection of its own, with `headers` and no body; returns once the
+/// response head has arrived (a stream never ends, so its body is not waited for).
+pub async fn request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response<Incoming>, String> {
+    let what = format!("{method} {path}");
     let exchange = async {
         let stream = TcpStream::connect(addr).await?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         // Drives the connection; it ends when the response and its body are dropped.
         tokio::spawn(connection);
-        let mut request = Request::get(path).header(header::HOST, addr.to_string());
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, addr.to_string());
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -52,11 +67,88 @@ pub async fn get(
     };
     within(
         WAIT,
-        || format!("GET {path} got no answer within {} s", WAIT.as_secs()),
+        || format!("{what} got no answer within {} s", WAIT.as_secs()),
         exchange,
     )
     .await?
-    .map_err(|error| format!("GET {path} failed: {error}"))
+    .map_err(|error| format!("{what} failed: {error}"))
+}
+
+/// The HTML of the page at `url`, or what was wrong with the answer: every rung's `GET /`.
+pub async fn html_page(url: &str) -> Result<String, String> {
+    let page = within(
+        WAIT,
+        || "GET / got no answer".to_owned(),
+        realtime_kit::client::get(url),
+    )
+    .await?
+    .map_err(|error| format!("GET / failed: {error}"))?;
+    let content_type = page
+        .headers
+        .get("content-type")
+        .and_then(|value| value.to_str().ok());
+    if page.status != 200 || !content_type.is_some_and(|value| value.starts_with("text/html")) {
+        return Err(format!(
+            "GET / answered {} with Content-Type {content_type:?}, not the HTML page",
+            page.status
+        ));
+    }
+    Ok(page.text())
+}
+
+/// What a quiet event stream carried while [`comments_within`] watched it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comments {
+    /// As many comment lines as were asked for.
+    Seen,
+    /// The stream ended first (or sent over a MiB without them).
+    Ended,
+    /// Time ran out with this many comment lines.
+    TooFew(usize),
+}
+
+/// Opens the event stream at `path` and reads it for at most `patience`, until it has carried
+/// `wanted` comment lines: how the keep-alive why-tests watch a stream that has nothing to say.
+pub async fn comments_within(
+    addr: SocketAddr,
+    path: &str,
+    wanted: usize,
+    patience: Duration,
+) -> Result<Comments, String> {
+    let response = get(addr, path, &[("accept", "text/event-stream")]).await?;
+    if response.status() != 200 {
+        return Err(format!(
+            "GET {path} answered {}, not a stream",
+            response.status()
+        ));
+    }
+    let mut body = response.into_body();
+    let mut text = String::new();
+    let read = tokio::time::timeout(patience, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+                if comment_lines(&text) >= wanted {
+                    return Comments::Seen;
+                }
+                if text.len() > 1024 * 1024 {
+                    return Comments::Ended;
+                }
+            }
+        }
+        Comments::Ended
+    })
+    .await;
+    Ok(read.unwrap_or_else(|_| Comments::TooFew(comment_lines(&text))))
+}
+
+/// "no comment" or "one comment only": how a keep-alive failure says what it saw.
+pub fn comments_seen(count: usize) -> &'static str {
+    if count == 0 {
+        "no comment"
+    } else {
+        "one comment only"
+    }
 }
 
 /// The whole body as text, if it ends within `limit` and is at most `max` bytes.

@@ -12,11 +12,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Method, Request, Response, header};
-use http_body_util::Empty;
+use http::{Method, Response, header};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use realtime_kit::client::{self, EventStream};
 use realtime_kit::parser::MessageEvent;
 use serde_json::Value;
@@ -418,41 +415,6 @@ async fn stats_until(
     }
 }
 
-/// Sends `method path` with `headers` on a connection of its own; returns once the response
-/// head has arrived (a stream never ends, so its body is not waited for).
-async fn send(
-    addr: SocketAddr,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Result<Response<Incoming>, String> {
-    let what = format!("{method} {path}");
-    let exchange = async {
-        let stream = TcpStream::connect(addr).await?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, addr.to_string());
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = sender
-            .send_request(request.body(Empty::<Bytes>::new())?)
-            .await?;
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(response)
-    };
-    within(
-        WAIT,
-        || format!("{what} got no answer within {} s", WAIT.as_secs()),
-        exchange,
-    )
-    .await?
-    .map_err(|error| format!("{what} failed: {error}"))
-}
-
 /// A response's header as text.
 fn header_of<'r>(response: &'r Response<Incoming>, name: &str) -> Option<&'r str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())
@@ -462,24 +424,7 @@ fn header_of<'r>(response: &'r Response<Incoming>, name: &str) -> Option<&'r str
 async fn serves_the_market(rung: Rung) -> Result<(), String> {
     let server = rung.start(FAST).await?;
 
-    let page = within(
-        WAIT,
-        || "GET / got no answer".to_owned(),
-        client::get(&server.url("/")),
-    )
-    .await?
-    .map_err(|error| format!("GET / failed: {error}"))?;
-    let content_type = page
-        .headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok());
-    if page.status != 200 || !content_type.is_some_and(|value| value.starts_with("text/html")) {
-        return Err(format!(
-            "GET / answered {} with Content-Type {content_type:?}, not the HTML page",
-            page.status
-        ));
-    }
-    let html = page.text();
+    let html = probe::html_page(&server.url("/")).await?;
     if !html.contains("new EventSource(") || !html.contains("/quotes/stream") {
         return Err(
             "the page never opens `new EventSource(\"/quotes/stream\")`, so a browser \
@@ -700,7 +645,7 @@ async fn answers_mistakes_in_json(rung: Rung) -> Result<(), String> {
     ] {
         let path = format!("/quotes/stream{query}");
         let headers = [("accept", "text/event-stream")];
-        let response = send(server.addr, Method::GET, &path, &headers).await?;
+        let response = probe::request(server.addr, Method::GET, &path, &headers).await?;
         let status = response.status();
         if status != 400 {
             let got = if status == 200 {
@@ -736,7 +681,7 @@ async fn answers_mistakes_in_json(rung: Rung) -> Result<(), String> {
             }
         }
     }
-    let response = send(server.addr, Method::GET, "/quotes", &[]).await?;
+    let response = probe::request(server.addr, Method::GET, "/quotes", &[]).await?;
     let status = response.status();
     let body = probe::body_text(response, 64 * 1024, WAIT).await?;
     if status != 404 {
@@ -744,7 +689,7 @@ async fn answers_mistakes_in_json(rung: Rung) -> Result<(), String> {
     }
     json_error("GET /quotes (no such path)", 404, &body)?;
 
-    let response = send(server.addr, Method::POST, "/quotes/stream", &[]).await?;
+    let response = probe::request(server.addr, Method::POST, "/quotes/stream", &[]).await?;
     let status = response.status();
     let allow = header_of(&response, "allow").map(str::to_owned);
     if status != 405 || allow.as_deref() != Some("GET") {
@@ -1211,7 +1156,7 @@ async fn refuses_foreign_pages_and_bad_handshakes(rung: Rung) -> Result<(), Stri
         ("upgrade", "websocket"),
         ("sec-websocket-version", "13"),
     ];
-    let response = send(server.addr, Method::GET, "/quotes/ws", &upgrade).await?;
+    let response = probe::request(server.addr, Method::GET, "/quotes/ws", &upgrade).await?;
     if response.status() != 400 {
         return Err(format!(
             "a WebSocket handshake without Sec-WebSocket-Key got {}, not 400: the server \
@@ -1219,7 +1164,7 @@ async fn refuses_foreign_pages_and_bad_handshakes(rung: Rung) -> Result<(), Stri
             response.status()
         ));
     }
-    let response = send(server.addr, Method::GET, "/quotes/ws", &[]).await?;
+    let response = probe::request(server.addr, Method::GET, "/quotes/ws", &[]).await?;
     let hint = header_of(&response, "upgrade").map(str::to_owned);
     if response.status() != 426 || !hint.is_some_and(|hint| hint.eq_ignore_ascii_case("websocket"))
     {
@@ -1421,7 +1366,6 @@ async fn pings_and_closes_a_silent_socket(rung: Rung) -> Result<(), String> {
 
 /// Keep-alive comments while no quote is due.
 async fn keeps_a_quiet_stream_alive(rung: Rung) -> Result<(), String> {
-    use http_body_util::BodyExt;
     let server = rung
         .start(&[
             ("SEED", "7"),
@@ -1429,47 +1373,18 @@ async fn keeps_a_quiet_stream_alive(rung: Rung) -> Result<(), String> {
             ("KEEP_ALIVE_MS", "200"),
         ])
         .await?;
-    let headers = [("accept", "text/event-stream")];
-    let response = probe::get(server.addr, "/quotes/stream", &headers).await?;
-    if response.status() != 200 {
-        return Err(format!(
-            "GET /quotes/stream answered {}, not a stream",
-            response.status()
-        ));
-    }
-    let mut body = response.into_body();
-    let mut text = String::new();
     let patience = Duration::from_secs(3);
-    let read = tokio::time::timeout(patience, async {
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Ok(data) = frame.into_data() {
-                text.push_str(&String::from_utf8_lossy(&data));
-                if probe::comment_lines(&text) >= 2 {
-                    return true;
-                }
-                if text.len() > 1024 * 1024 {
-                    return false;
-                }
-            }
-        }
-        false
-    })
-    .await;
-    match read {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(
+    match probe::comments_within(server.addr, "/quotes/stream", 2, patience).await? {
+        probe::Comments::Seen => Ok(()),
+        probe::Comments::Ended => Err(
             "the stream ended, though a market's stream goes on until the server stops".to_owned(),
         ),
-        Err(_) => Err(format!(
+        probe::Comments::TooFew(count) => Err(format!(
             "with the next quote 10 s away (UPDATES_PER_SECOND=0.1), the stream sent {} in {} s, \
              though KEEP_ALIVE_MS asked for a comment every 200 ms: a proxy in front closes a \
              connection that has been silent for its read timeout (nginx: 60 s), and a client \
              that vanished without closing its connection is never noticed",
-            if probe::comment_lines(&text) == 0 {
-                "no comment"
-            } else {
-                "one comment only"
-            },
+            probe::comments_seen(count),
             patience.as_secs()
         )),
     }
