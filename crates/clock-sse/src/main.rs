@@ -46,11 +46,11 @@ async fn main() -> realtime_kit::Result<()> {
     };
     let listener = config::listen("clock-sse", clock_sse::DEFAULT_PORT, &args.listen).await?;
     let defaults = clock_sse::Config::default();
-    let ms = |value: Option<u64>, default| value.map_or(default, Duration::from_millis);
     let clock = clock_sse::Config {
-        tick_interval: ms(args.tick_ms, defaults.tick_interval).max(Duration::from_millis(1)),
+        tick_interval: config::millis_or(args.tick_ms, defaults.tick_interval)
+            .max(Duration::from_millis(1)),
         retry: Duration::from_millis(args.retry_ms),
-        keep_alive: ms(args.keep_alive_ms, defaults.keep_alive),
+        keep_alive: config::millis_or(args.keep_alive_ms, defaults.keep_alive),
         server,
     };
     clock_sse::run(listener, clock, config::shutdown_signal()).await;

@@ -59,14 +59,14 @@ async fn main() -> realtime_kit::Result<()> {
     let listener = config::listen("echo-ws", echo_ws::DEFAULT_PORT, &args.listen).await?;
     let origins = OriginPolicy::allow(&args.allow_origins)?;
     let defaults = echo_ws::Config::default();
-    let ms = |value: Option<u64>, default| value.map_or(default, Duration::from_millis);
     let room = echo_ws::Config {
         origins,
         max_clients: args.max_clients,
-        send_timeout: ms(args.send_timeout_ms, defaults.send_timeout),
+        send_timeout: config::millis_or(args.send_timeout_ms, defaults.send_timeout),
         // A zero interval would make tokio's interval panic.
-        ping_interval: ms(args.ping_ms, defaults.ping_interval).max(Duration::from_millis(1)),
-        idle_timeout: ms(args.idle_timeout_ms, defaults.idle_timeout),
+        ping_interval: config::millis_or(args.ping_ms, defaults.ping_interval)
+            .max(Duration::from_millis(1)),
+        idle_timeout: config::millis_or(args.idle_timeout_ms, defaults.idle_timeout),
         server,
         ..defaults
     };

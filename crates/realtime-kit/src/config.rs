@@ -63,17 +63,25 @@ impl ListenArgs {
     /// defaults of [`ConnectionLimits`] where none is given).
     pub fn server_options(&self) -> Result<ServerOptions, InvalidHost> {
         let defaults = ConnectionLimits::default();
-        let ms = |value: Option<u64>, default| value.map_or(default, Duration::from_millis);
         Ok(ServerOptions {
             hosts: AllowedHosts::allow(&self.allow_hosts)?,
             limits: ConnectionLimits {
-                header_read_timeout: ms(self.header_timeout_ms, defaults.header_read_timeout),
-                body_read_timeout: ms(self.body_timeout_ms, defaults.body_read_timeout),
-                write_stall_timeout: ms(self.stall_timeout_ms, defaults.write_stall_timeout),
+                header_read_timeout: millis_or(
+                    self.header_timeout_ms,
+                    defaults.header_read_timeout,
+                ),
+                body_read_timeout: millis_or(self.body_timeout_ms, defaults.body_read_timeout),
+                write_stall_timeout: millis_or(self.stall_timeout_ms, defaults.write_stall_timeout),
             },
             ..ServerOptions::default()
         })
     }
+}
+
+/// A duration given in milliseconds on the command line (`--stall-timeout-ms` and the like),
+/// or `default` when none was given.
+pub fn millis_or(value: Option<u64>, default: Duration) -> Duration {
+    value.map_or(default, Duration::from_millis)
 }
 
 /// Binds the listener and prints `<name> listening on http://<address>` on standard output, the

@@ -94,15 +94,15 @@ async fn main() -> realtime_kit::Result<()> {
     config::init_tracing();
     let listener = config::listen("stock-ticker", stock_ticker::DEFAULT_PORT, &args.listen).await?;
     let defaults = stock_ticker::Config::default();
-    let ms = |value: Option<u64>, default| value.map_or(default, Duration::from_millis);
     let ticker = stock_ticker::Config {
         symbols,
         seed: args.seed,
         update_interval: Duration::from_secs_f64(1.0 / args.updates_per_second),
-        keep_alive: ms(args.keep_alive_ms, defaults.keep_alive),
+        keep_alive: config::millis_or(args.keep_alive_ms, defaults.keep_alive),
         // tokio's interval panics on a zero period.
-        ping_interval: ms(args.ping_ms, defaults.ping_interval).max(Duration::from_millis(1)),
-        idle_timeout: ms(args.idle_timeout_ms, defaults.idle_timeout),
+        ping_interval: config::millis_or(args.ping_ms, defaults.ping_interval)
+            .max(Duration::from_millis(1)),
+        idle_timeout: config::millis_or(args.idle_timeout_ms, defaults.idle_timeout),
         origins,
         server,
         ..defaults
