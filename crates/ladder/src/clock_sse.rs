@@ -14,7 +14,7 @@ use realtime_kit::client::{self, EventStream};
 use realtime_kit::parser::MessageEvent;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::probe::{self, WAIT, within};
 use crate::{Ladder, Outcome, Rung, Server, Step, WhyTest};
@@ -726,27 +726,11 @@ async fn drops_a_stalled_reader(rung: Rung) -> Result<(), String> {
 
 /// A client that sends `GET /events` with a tiny receive window and never reads a byte.
 pub(crate) async fn stalled_client(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let mut stream = narrow_connection(addr).await?;
+    let mut stream = probe::narrow_connection(addr, 4096).await?;
     let request =
         format!("GET /events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     Ok(stream)
-}
-
-/// A connection with a tiny receive window, for a client that will stop reading: its buffers,
-/// and the server's behind them, fill after a few kilobytes.
-pub(crate) async fn narrow_connection(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    // A small receive buffer, and small segments where the system lets us ask: on loopback the
-    // server's send buffer otherwise grows to megabytes, which take minutes of ticks to fill.
-    socket.set_recv_buffer_size(4096)?;
-    #[cfg(unix)]
-    socket2::SockRef::from(&socket).set_tcp_mss(536)?;
-    socket.connect(addr).await
 }
 
 /// Aborts a task when the test lets go of it, whatever path it returns by.

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::clock_sse::{AbortOnDrop, narrow_connection};
+use crate::clock_sse::AbortOnDrop;
 use crate::probe::{self, WAIT, within};
 use crate::{Ladder, Outcome, Rung, Server, Step, WhyTest};
 
@@ -1037,7 +1037,7 @@ async fn drops_a_stalled_reader(rung: Rung) -> Result<(), String> {
             }
         }
     }));
-    let stalled = narrow_connection(server.addr)
+    let stalled = probe::narrow_connection(server.addr, 4096)
         .await
         .map_err(|error| format!("could not open the stalled client's connection: {error}"))?;
     let _stalled = raw_handshake(stalled, server.addr).await?;
@@ -1113,7 +1113,7 @@ async fn closes_a_client_that_fell_behind(rung: Rung) -> Result<(), String> {
     // Long enough that the client's stuck write does not time out: it is behind, not gone.
     let server = rung.start(&[("SEND_TIMEOUT_MS", "20000")]).await?;
     let (mut sender, sender_id) = join(&server).await?;
-    let behind = narrow_connection(server.addr)
+    let behind = probe::narrow_connection(server.addr, 4096)
         .await
         .map_err(|error| format!("could not open the slow client's connection: {error}"))?;
     let mut behind = raw_handshake(behind, server.addr).await?;

@@ -12,7 +12,7 @@ use http::{Method, Request, Response, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// How long one request, one event or one answer may take before a test says it never came.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -94,6 +94,25 @@ pub async fn html_page(url: &str) -> Result<String, String> {
         ));
     }
     Ok(page.text())
+}
+
+/// A connection with a small receive buffer (`receive_buffer` bytes; the kernel makes it a
+/// little more) and small segments where the system lets us ask, for a client that will stop
+/// reading: its buffers, and the server's behind them, fill after a few kilobytes. On loopback
+/// the server's send buffer otherwise grows to megabytes, which take minutes to fill.
+pub async fn narrow_connection(
+    addr: SocketAddr,
+    receive_buffer: u32,
+) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_recv_buffer_size(receive_buffer)?;
+    #[cfg(unix)]
+    socket2::SockRef::from(&socket).set_tcp_mss(536)?;
+    socket.connect(addr).await
 }
 
 /// What a quiet event stream carried while [`comments_within`] watched it.

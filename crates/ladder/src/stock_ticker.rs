@@ -19,7 +19,7 @@ use realtime_kit::parser::MessageEvent;
 use serde_json::Value;
 use stock_ticker::market::{self, Market};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::clock_sse::{self, AbortOnDrop};
 use crate::probe::{self, WAIT, within};
@@ -708,23 +708,11 @@ async fn answers_mistakes_in_json(rung: Rung) -> Result<(), String> {
     Ok(())
 }
 
-/// A socket with a tiny receive window and small segments, connected to `addr`: a client that
-/// can stop reading and make the server's writes wait soon after.
-async fn small_window_socket(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    // A receive buffer of 1 KiB (the kernel makes it a little more) and small segments, where
-    // the system lets us ask: the server's send buffer grows with the window the client offers
-    // and would otherwise hold thousands of quotes out of the server's sight (measured on
-    // loopback: about 220 quotes with these, 1,200 with 4 KiB, 3,000 with neither).
-    socket.set_recv_buffer_size(1024)?;
-    #[cfg(unix)]
-    socket2::SockRef::from(&socket).set_tcp_mss(536)?;
-    socket.connect(addr).await
-}
+/// The receive buffer of the ticker's stalled readers: 1 KiB (the kernel makes it a little
+/// more). The server's send buffer grows with the window the client offers and would otherwise
+/// hold thousands of quotes out of the server's sight (measured on loopback: about 220 quotes
+/// with this and small segments, 1,200 with 4 KiB, 3,000 with neither).
+const STALLED_RECEIVE_BUFFER: u32 = 1024;
 
 /// Conflation: a reader that falls behind skips to the latest prices.
 async fn gives_a_slow_reader_the_latest_prices(rung: Rung) -> Result<(), String> {
@@ -733,7 +721,7 @@ async fn gives_a_slow_reader_the_latest_prices(rung: Rung) -> Result<(), String>
         .start(&[("SEED", "7"), ("UPDATES_PER_SECOND", "1000")])
         .await?;
     let mut simulation = Simulation::new();
-    let socket = small_window_socket(server.addr)
+    let socket = probe::narrow_connection(server.addr, STALLED_RECEIVE_BUFFER)
         .await
         .map_err(|error| format!("could not open the slow reader's connection: {error}"))?;
     let url = server.url("/quotes/stream");
@@ -841,7 +829,7 @@ async fn drops_a_stalled_reader(rung: Rung) -> Result<(), String> {
         }
     }));
 
-    let mut stalled = small_window_socket(server.addr)
+    let mut stalled = probe::narrow_connection(server.addr, STALLED_RECEIVE_BUFFER)
         .await
         .map_err(|error| format!("could not open the stalled client's connection: {error}"))?;
     let request = format!(
