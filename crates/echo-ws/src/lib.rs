@@ -30,6 +30,7 @@
 //! `too_slow` (could not keep up), `refused` (broke a rule: binary data, too big, bad UTF-8) or
 //! `shutdown`.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -303,6 +304,10 @@ struct Change {
 /// How long [`announce`] gathers joins and leaves after telling one, before telling the rest.
 const COALESCE_WINDOW: Duration = Duration::from_millis(100);
 
+/// How often [`Room::pace`] looks at the ring again: a ring that more than half fills takes a
+/// round of the whole room to drain, milliseconds at least, so a finer step only burns CPU.
+const PACE_STEP: Duration = Duration::from_millis(1);
+
 /// Joins and leaves that may wait to be announced; more make their sessions wait.
 const PENDING_CHANGES: usize = 4096;
 
@@ -356,6 +361,20 @@ impl Room {
     fn publish(&self, event: &RoomEvent<'_>) {
         // An error only means that no one is listening; then there is no one to tell.
         let _ = self.published.send(event.encode());
+    }
+
+    /// Waits while more than half the ring holds messages that some session has not taken
+    /// yet, for at most [`Config::send_timeout`]. Every session takes from the ring even while
+    /// its client is slow (see [`Inbox`]), so what this waits for is sessions that have not had
+    /// a turn on a CPU: on a multi-thread runtime, those queued on another worker while this
+    /// one went on publishing. Without it, one client's burst lapped them and every one was
+    /// closed as too slow (1,899 of 2,000 in a test).
+    async fn pace(&self, config: &Config) {
+        let half = config.backlog.max(2) / 2;
+        let until = tokio::time::Instant::now() + config.send_timeout;
+        while self.published.len() > half && tokio::time::Instant::now() < until {
+            tokio::time::sleep(PACE_STEP).await;
+        }
     }
 
     /// Hands a join or leave notice to [`announce`].
@@ -434,26 +453,35 @@ fn room_session(
 ) -> impl Future<Output = ()> + Send {
     async move {
         let room = &app.room;
+        let config = &app.config;
         let client = room.next_client.fetch_add(1, Ordering::Relaxed);
-        // Subscribe before announcing, so that the client's own join is in its stream.
-        let mut messages = room.published.subscribe();
-        let mut notices = room.presence.subscribe();
         let welcome = RoomEvent::Welcome {
             client,
             clients: room.clients.get(),
         };
-        let welcomed = send(&mut socket, Message::Text(welcome.encode()), &app.config).await;
-        let reason = match welcomed.ends_session() {
-            Some(reason) => reason,
+        // The welcome goes out before this session takes a place in the message ring: a client
+        // that never reads would otherwise hold the ring (and every publisher, see
+        // `Room::pace`) while its first write waits out the send timeout.
+        let welcomed = send(&mut socket, Message::Text(welcome.encode()), config).await;
+        let (reason, ending) = match welcomed.ends_session() {
+            Some(reason) => (reason, Ending::Gone),
             None => {
-                room.announce(&RoomEvent::Join {
+                // Subscribe before announcing, so that the client's own join is in its stream.
+                let mut inbox = Inbox::new(room, config.backlog);
+                let mut notices = room.presence.subscribe();
+                let join = RoomEvent::Join {
                     client,
                     clients: room.clients.get(),
-                })
-                .await;
-                converse(&mut socket, client, &mut messages, &mut notices, &app).await
+                };
+                match inbox.while_taking(room.announce(&join), config).await {
+                    Ok(()) => converse(&mut socket, client, inbox, &mut notices, &app).await,
+                    Err(reason) => (reason, Ending::TooSlow),
+                }
+                // The inbox is dropped here: a session that is leaving holds no place in the
+                // ring while it says goodbye.
             }
         };
+        ending.close(&mut socket).await;
         drop(place);
         room.announce(&RoomEvent::Leave {
             client,
@@ -465,16 +493,48 @@ fn room_session(
     }
 }
 
+/// How a session's socket is ended, once its place in the ring is given up.
+#[derive(Debug)]
+enum Ending {
+    /// Nothing to send: the connection is gone, or the closing handshake is done.
+    Gone,
+    /// The client sent Close: flush the answer tungstenite has queued.
+    Answer,
+    /// Close with this code and reason.
+    Close(CloseCode, &'static str),
+    /// Close with the code for what the client sent wrong.
+    Refuse(WsError),
+    /// Close with 1008 "too slow".
+    TooSlow,
+}
+
+impl Ending {
+    async fn close(self, socket: &mut WebSocket) {
+        match self {
+            Ending::Gone => {}
+            Ending::Answer => ws::answer_close(socket).await,
+            Ending::Close(code, reason) => ws::close(socket, code, reason).await,
+            Ending::Refuse(error) => {
+                ws::close_after_error(socket, &error).await;
+            }
+            Ending::TooSlow => {
+                ws::close(socket, CloseCode::Policy, "too slow: fell behind the room").await;
+            }
+        }
+    }
+}
+
 /// The session's loop: whatever comes first of a client's message, a room message to forward,
-/// the heartbeat, or shutdown. Returns why the client left.
+/// the heartbeat, or shutdown. Returns why the client left and how to end its socket.
 async fn converse(
     socket: &mut WebSocket,
     client: u64,
-    messages: &mut broadcast::Receiver<Utf8Bytes>,
+    mut inbox: Inbox,
     notices: &mut broadcast::Receiver<Utf8Bytes>,
     app: &App,
-) -> Left {
+) -> (Left, Ending) {
     let config = &app.config;
+    let room = &app.room;
     let mut heartbeat = Heartbeat::new(config.ping_interval, config.idle_timeout);
     loop {
         tokio::select! {
@@ -482,54 +542,60 @@ async fn converse(
                 heartbeat.heard();
                 match incoming {
                     Some(Ok(Message::Text(text))) => {
-                        app.room.relayed.fetch_add(1, Ordering::Relaxed);
-                        app.room.publish(&RoomEvent::Message { from: client, text: &text });
-                        // Let the sessions that must forward it run before this one publishes
-                        // again. A client's burst (hundreds of small messages arrive in one
-                        // read) would otherwise go out in one go, put every other client more
-                        // than a ring behind, and get them all closed as too slow.
-                        tokio::task::yield_now().await;
+                        room.relayed.fetch_add(1, Ordering::Relaxed);
+                        room.publish(&RoomEvent::Message { from: client, text: &text });
+                        // Read the client's next message only once the ring has room: a burst
+                        // (hundreds of small messages in one read) must not lap the sessions
+                        // that have yet to forward it, whichever thread they run on.
+                        if let Err(reason) = inbox.while_taking(room.pace(config), config).await {
+                            return (reason, Ending::TooSlow);
+                        }
                     }
                     // Decision: the room relays text only. RFC 6455's code for "a type of data
                     // this endpoint cannot accept" is 1003; the page never sends binary.
                     Some(Ok(Message::Binary(_))) => {
                         let reason = "this room relays text messages only";
-                        ws::close(socket, CloseCode::Unsupported, reason).await;
-                        return Left::Refused;
+                        return (Left::Refused, Ending::Close(CloseCode::Unsupported, reason));
                     }
-                    Some(Ok(Message::Close(_))) => {
-                        ws::answer_close(socket).await;
-                        return Left::Closed;
-                    }
+                    Some(Ok(Message::Close(_))) => return (Left::Closed, Ending::Answer),
                     // tungstenite answers Pings by itself; a Pong only needed to be heard.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                    Some(Err(error)) => return refuse(socket, &error).await,
-                    None => return Left::Closed,
+                    Some(Err(error)) => {
+                        let left = match ws::close_code_for(&error) {
+                            Some(_) => Left::Refused,
+                            None => Left::Closed,
+                        };
+                        return (left, Ending::Refuse(error));
+                    }
+                    None => return (Left::Closed, Ending::Gone),
                 }
             }
-            published = messages.recv() => {
-                let forwarded = match published {
-                    Ok(first) => forward(socket, first, messages, config).await,
-                    Err(RecvError::Lagged(missed)) => Forwarded::FellBehind(missed),
-                    // The room's sender lives as long as the App this session holds, so this
-                    // cannot happen; if it ever did, there would be no room left to be in.
-                    Err(RecvError::Closed) => return Left::Shutdown,
-                };
-                match forwarded {
-                    Forwarded::Written(delivery) => {
-                        if let Some(reason) = delivery.ends_session() {
-                            return reason;
+            taken = inbox.messages.recv() => {
+                match taken {
+                    Ok(first) => {
+                        inbox.held.push_back(first);
+                        if let Err(reason) = inbox.forward(socket, config).await {
+                            return (reason, Ending::TooSlow);
                         }
                     }
                     // The policy for a client that cannot keep up: it is closed, never skipped
                     // silently and never waited for. The others are not slowed by it (the ring
                     // moves on without it) and memory does not grow (the ring is bounded).
-                    Forwarded::FellBehind(missed) => {
+                    Err(RecvError::Lagged(missed)) => {
                         tracing::info!(client, missed, "closing a client that fell behind");
-                        ws::close(socket, CloseCode::Policy, "too slow: fell behind the room")
-                            .await;
-                        return Left::TooSlow;
+                        return (Left::TooSlow, Ending::TooSlow);
                     }
+                    // The room's sender lives as long as the App this session holds, so this
+                    // cannot happen; if it ever did, there would be no room left to be in.
+                    Err(RecvError::Closed) => return (Left::Shutdown, Ending::Gone),
+                }
+            }
+            // Messages taken but not yet written: those taken while a write was under way, or
+            // more than one batch holds. A branch of its own, so that reading from the client
+            // takes turns with writing to it, however busy the room.
+            () = std::future::ready(()), if !inbox.held.is_empty() => {
+                if let Err(reason) = inbox.forward(socket, config).await {
+                    return (reason, Ending::TooSlow);
                 }
             }
             notice = notices.recv() => {
@@ -538,37 +604,44 @@ async fn converse(
                     // Behind on joins and leaves: skip them, say how many are in the room now.
                     Err(RecvError::Lagged(missed)) => {
                         RoomEvent::Presence {
-                            clients: app.room.clients.get(),
+                            clients: room.clients.get(),
                             joined: None,
                             left: None,
                             missed: Some(missed),
                         }
                         .encode()
                     }
-                    Err(RecvError::Closed) => return Left::Shutdown,
+                    Err(RecvError::Closed) => return (Left::Shutdown, Ending::Gone),
                 };
-                let delivery = send(socket, Message::Text(text), config).await;
-                if let Some(reason) = delivery.ends_session() {
-                    return reason;
+                if let Some(reason) = inbox.send(socket, Message::Text(text), config).await {
+                    return (reason, ending_for(reason));
                 }
             }
             beat = heartbeat.beat() => match beat {
                 Beat::Ping => {
-                    let delivery = send(socket, Message::Ping(Default::default()), config).await;
-                    if let Some(reason) = delivery.ends_session() {
-                        return reason;
+                    let ping = Message::Ping(Default::default());
+                    if let Some(reason) = inbox.send(socket, ping, config).await {
+                        return (reason, ending_for(reason));
                     }
                 }
                 Beat::Silent => {
-                    ws::close(socket, CloseCode::Policy, "silent: no answer to pings").await;
-                    return Left::Silent;
+                    let reason = "silent: no answer to pings";
+                    return (Left::Silent, Ending::Close(CloseCode::Policy, reason));
                 }
             },
             () = app.shutdown.requested() => {
-                ws::close(socket, CloseCode::Away, "the server is shutting down").await;
-                return Left::Shutdown;
+                let reason = "the server is shutting down";
+                return (Left::Shutdown, Ending::Close(CloseCode::Away, reason));
             }
         }
+    }
+}
+
+/// How to end a socket whose write failed for `reason`.
+fn ending_for(reason: Left) -> Ending {
+    match reason {
+        Left::TooSlow => Ending::TooSlow,
+        _ => Ending::Gone,
     }
 }
 // ANCHOR_END: room_session
@@ -593,54 +666,114 @@ async fn send(socket: &mut WebSocket, message: Message, config: &Config) -> Deli
     Delivery::of(written, config)
 }
 
-/// What became of the room messages a session took from the ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Forwarded {
-    /// Those it had were written (or the write failed, or timed out).
-    Written(Delivery),
-    /// The ring overwrote messages this client had not yet taken: it missed that many.
-    FellBehind(u64),
+/// A session's place in the room's message ring, and the messages it has taken from the ring
+/// but not yet written.
+///
+/// A session takes from the ring even while its socket is busy (a write waiting for a slow
+/// client, an announcement waiting its turn): the ring's count of messages not yet taken by
+/// everyone then measures only sessions that have not had a turn on a CPU, which is what
+/// [`Room::pace`] waits for. A client that reads nothing fills `held` instead, and is closed
+/// as too slow when it holds [`Config::backlog`] messages: the same limit as before, kept per
+/// client, where it cannot hold anyone else up.
+struct Inbox {
+    messages: broadcast::Receiver<Utf8Bytes>,
+    /// Taken from the ring, not yet written; at most [`Config::backlog`]. Each is a reference
+    /// count on the one encoded copy of the message.
+    held: VecDeque<Utf8Bytes>,
+    backlog: usize,
 }
 
-/// Forwards `first` and every room message already waiting behind it, and flushes them
-/// together: one write to the socket for the batch instead of one per message. Under load a
-/// session wakes to find many messages in the ring, and each write is a system call that costs
-/// more than framing all of them does. The batch stops at the write buffer's size (what
-/// tungstenite would write out anyway), and at the ring's end, so it is bounded in bytes and in
-/// messages; the whole batch must be written within [`Config::send_timeout`]. Nothing waits
-/// for a batch to fill: it is only what has already arrived.
-async fn forward(
-    socket: &mut WebSocket,
-    first: Utf8Bytes,
-    messages: &mut broadcast::Receiver<Utf8Bytes>,
-    config: &Config,
-) -> Forwarded {
-    let budget = config.room_limits.write_buffer_size;
-    let mut missed = None;
-    let writing = async {
-        let mut batched = first.len();
-        socket.feed(Message::Text(first)).await?;
-        while batched < budget {
-            match messages.try_recv() {
-                Ok(text) => {
-                    batched += text.len();
-                    socket.feed(Message::Text(text)).await?;
-                }
-                // What was taken so far is still written, in order, before the session closes.
-                Err(TryRecvError::Lagged(count)) => {
-                    missed = Some(count);
-                    break;
-                }
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+impl Inbox {
+    fn new(room: &Room, backlog: usize) -> Self {
+        Self {
+            messages: room.published.subscribe(),
+            held: VecDeque::new(),
+            backlog: backlog.max(1),
+        }
+    }
+
+    /// Runs `work` (bounded by [`Config::send_timeout`]) and takes room messages from the ring
+    /// meanwhile. `Err` if this client fell behind: it holds a whole backlog, or the ring
+    /// lapped it.
+    async fn while_taking<T>(
+        &mut self,
+        work: impl Future<Output = T>,
+        config: &Config,
+    ) -> Result<T, Left> {
+        let work = tokio::time::timeout(config.send_timeout, work);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut work => return done.map_err(|_| {
+                    tracing::info!("dropping a client that took nothing for {:?}", config.send_timeout);
+                    Left::TooSlow
+                }),
+                taken = self.messages.recv() => match taken {
+                    Ok(text) if self.held.len() < self.backlog => self.held.push_back(text),
+                    Ok(_) | Err(RecvError::Lagged(_)) => return Err(Left::TooSlow),
+                    // The room is gone: finish the work, there is nothing more to take.
+                    Err(RecvError::Closed) => return work.await.map_err(|_| Left::TooSlow),
+                },
             }
         }
-        socket.flush().await
-    };
-    let written = tokio::time::timeout(config.send_timeout, writing).await;
-    let delivery = Delivery::of(written, config);
-    match missed {
-        Some(count) if delivery == Delivery::Sent => Forwarded::FellBehind(count),
-        _ => Forwarded::Written(delivery),
+    }
+
+    /// Writes one message (a notice, a Ping) within [`Config::send_timeout`], taking room
+    /// messages meanwhile. The reason the session ends, if it does.
+    async fn send(
+        &mut self,
+        socket: &mut WebSocket,
+        message: Message,
+        config: &Config,
+    ) -> Option<Left> {
+        written(self.while_taking(socket.send(message), config).await)
+    }
+
+    /// Writes the held messages, and any that wait in the ring, in one batch and one flush:
+    /// one write to the socket for the batch instead of one per message. Under load a session
+    /// wakes to find many messages waiting, and each write is a system call that costs more
+    /// than framing all of them does. The batch stops at the write buffer's size (what
+    /// tungstenite would write out anyway), so it is bounded in bytes and in messages; it must
+    /// be written within [`Config::send_timeout`]. Nothing waits for a batch to fill.
+    async fn forward(&mut self, socket: &mut WebSocket, config: &Config) -> Result<(), Left> {
+        let budget = config.room_limits.write_buffer_size;
+        let mut batch = Vec::new();
+        let mut batched = 0;
+        while batched < budget {
+            let next = match self.held.pop_front() {
+                Some(text) => text,
+                None => match self.messages.try_recv() {
+                    Ok(text) => text,
+                    Err(TryRecvError::Lagged(_)) => return Err(Left::TooSlow),
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                },
+            };
+            batched += next.len();
+            batch.push(next);
+        }
+        let writing = async {
+            for text in batch {
+                socket.feed(Message::Text(text)).await?;
+            }
+            socket.flush().await
+        };
+        match written(self.while_taking(writing, config).await) {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why the session ends, if a write bounded by [`Inbox::while_taking`] ends it.
+fn written(outcome: Result<Result<(), WsError>, Left>) -> Option<Left> {
+    match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "write failed");
+            Some(Left::Closed)
+        }
+        Err(reason) => Some(reason),
     }
 }
 

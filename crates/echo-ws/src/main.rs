@@ -44,14 +44,9 @@ struct Args {
     idle_timeout_ms: Option<u64>,
 }
 
-// One thread. The room's work is fanning each message out, cheap per client, and on one
-// scheduler the sessions take turns in order: a session that publishes yields, and every session
-// that must forward the message runs before it publishes again. With tokio's multi-thread
-// scheduler (two workers here), sessions waiting on one worker fell a whole ring behind while the
-// other worker's senders went on publishing: in 10 s runs of `loadgen ws-throughput`, 15 to 98 of
-// 100 clients that were reading everything were closed as too slow. One thread closed none, and
-// spent less CPU per delivery (no wake-ups across threads); see the book's echo-ws chapter.
-#[tokio::main(flavor = "current_thread")]
+// tokio's multi-thread runtime, one worker per core: the room fans out on every core. It is correct
+// on any runtime (see `Room::pace` and `Inbox` in lib.rs), so this is only the usual default.
+#[tokio::main]
 async fn main() -> realtime_kit::Result<()> {
     let args = Args::parse();
     config::init_tracing();
