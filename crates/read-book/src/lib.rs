@@ -1,0 +1,410 @@
+//! The book in `book/` and its translations: building every edition side by side, extracting
+//! the English messages, and keeping each gettext catalogue (`book/po/<lang>.po`) in step.
+//!
+//! ```text
+//! cargo run -p read-book                     # English and Chinese, prints the English page
+//! cargo run -p read-book -- --lang zh-CN     # the same build, prints the Chinese page
+//! cargo run -p read-book -- update-po        # re-extract the English, merge into book/po/zh-CN.po
+//! ```
+//!
+//! This is the workflow of Comprehensive Rust (mdbook-i18n-helpers), run in process: the
+//! English chapters are the source; each translated message lives in the catalogue keyed by its
+//! English text, so an English edit leaves the old translation unmatched, and `tests/book.rs`
+//! turns that into a red test. Code is never translated: messages inside fenced code blocks
+//! (comments and strings that mdbook-i18n-helpers would offer) are left out of the catalogue,
+//! so each listing is included from the crates in every edition exactly as in English.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use mdbook_driver::MDBook;
+use mdbook_driver::book::BookItem;
+use polib::catalog::Catalog;
+use polib::message::{Message, MessageFlags};
+use polib::metadata::CatalogMetadata;
+
+/// Errors are reported to a person, never matched on.
+pub type Error = Box<dyn std::error::Error>;
+
+/// A translated edition: its language code (the catalogue's name and the output folder) and how
+/// the other edition's pages name it in their language link.
+#[derive(Debug, Clone, Copy)]
+pub struct Edition {
+    /// BCP 47 code, as in `book.language` and `po/<code>.po`.
+    pub code: &'static str,
+    /// The link text the English pages show, in the edition's own language.
+    pub link_from_english: &'static str,
+    /// The link text this edition's pages show for the English page, in this edition's language.
+    pub link_to_english: &'static str,
+}
+
+/// Every translation of the book. Each one is built into `<build-dir>/<code>/`.
+pub const EDITIONS: &[Edition] = &[Edition {
+    code: "zh-CN",
+    link_from_english: "阅读中文版",
+    link_to_english: "Read this page in English",
+}];
+
+/// The edition with language `code`, if the book has one.
+pub fn edition(code: &str) -> Option<Edition> {
+    EDITIONS.iter().copied().find(|e| e.code == code)
+}
+
+/// The book's root (the directory holding `book.toml`), found from this crate's directory so
+/// the commands work from anywhere in the checkout.
+pub fn book_root() -> Result<PathBuf, Error> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../book");
+    root.canonicalize()
+        .map_err(|error| format!("no book at {}: {error}", root.display()).into())
+}
+
+/// Where the catalogue of `code` lives.
+pub fn catalogue_path(root: &Path, code: &str) -> PathBuf {
+    root.join("po").join(format!("{code}.po"))
+}
+
+/// One message of the English book: its text, and every place it comes from (`file:line`).
+#[derive(Debug, Clone)]
+pub struct SourceMessage {
+    /// The English Markdown, as mdbook-i18n-helpers groups it (a paragraph, a heading, a cell).
+    pub msgid: String,
+    /// `book.toml`, `src/SUMMARY.md` or `src/<chapter>.md:<line>`, space-separated.
+    pub sources: Vec<String>,
+}
+
+/// The lines of `text` (1-based) that lie inside a fenced code block, fences excluded.
+fn lines_in_code(text: &str) -> HashSet<usize> {
+    let mut inside: Option<&str> = None;
+    let mut lines = HashSet::new();
+    for (index, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let fence = ["```", "~~~"].into_iter().find(|f| trimmed.starts_with(f));
+        match (inside, fence) {
+            (None, Some(fence)) => inside = Some(fence),
+            (Some(open), Some(fence)) if open == fence && trimmed.trim_end() == fence => {
+                inside = None
+            }
+            (Some(_), _) => {
+                lines.insert(index + 1);
+            }
+            (None, None) => {}
+        }
+    }
+    lines
+}
+
+/// Every message of the English book, in reading order: the title, the chapter names of
+/// `SUMMARY.md`, then each chapter's prose, headings, tables and notes. Code is left out.
+pub fn english_messages(root: &Path) -> Result<Vec<SourceMessage>, Error> {
+    let book = MDBook::load(root).map_err(|e| format!("cannot load the book: {e:#}"))?;
+    let mut found: Vec<SourceMessage> = Vec::new();
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+    let mut add = |msgid: &str, source: String| {
+        let msgid = msgid.trim();
+        if msgid.is_empty() {
+            return;
+        }
+        match index.get(msgid) {
+            Some(&at) => found[at].sources.push(source),
+            None => {
+                index.insert(msgid.to_owned(), found.len());
+                found.push(SourceMessage {
+                    msgid: msgid.to_owned(),
+                    sources: vec![source],
+                });
+            }
+        }
+    };
+    if let Some(title) = &book.config.book.title {
+        add(title, "book.toml".to_owned());
+    }
+    let src = Path::new("src");
+    let mut chapters = Vec::new();
+    for item in book.iter() {
+        if let BookItem::Chapter(chapter) = item {
+            add(&chapter.name, src.join("SUMMARY.md").display().to_string());
+            if let Some(path) = &chapter.source_path {
+                chapters.push((path.clone(), chapter.content.clone()));
+            }
+        }
+    }
+    for (path, content) in chapters {
+        let code = lines_in_code(&content);
+        let messages = mdbook_i18n_helpers::extract_messages(&content)
+            .map_err(|e| format!("cannot read the messages of {}: {e}", path.display()))?;
+        for (line, message) in messages {
+            if !code.contains(&line) {
+                add(
+                    &message.message,
+                    format!("{}:{line}", src.join(&path).display()),
+                );
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Words of a message, for matching an edited message with its old translation.
+fn words(text: &str) -> HashSet<&str> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// How alike two word sets are, from 0 (nothing shared) to 1 (the same words).
+fn likeness(a: &HashSet<&str>, b: &HashSet<&str>) -> f64 {
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    2.0 * a.intersection(b).count() as f64 / (a.len() + b.len()) as f64
+}
+
+/// What `update-po` did, for its closing line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct UpdateSummary {
+    /// Messages in the catalogue after the update.
+    pub total: usize,
+    /// Messages whose English is unchanged and whose translation was kept as it was.
+    pub kept: usize,
+    /// Edited messages, prefilled with the old translation of the most alike old message and
+    /// marked fuzzy: a translator revises them, and the test fails until they do.
+    pub fuzzy: usize,
+    /// Messages with no translation yet.
+    pub untranslated: usize,
+    /// Old messages whose English is gone from the book (dropped; git keeps them).
+    pub dropped: usize,
+}
+
+/// Re-extracts the English book and merges it into `po/<code>.po`: unchanged messages keep their
+/// translation, edited ones get the closest old translation marked fuzzy, new ones stay empty,
+/// and messages the English no longer has are dropped. Like `msgmerge`, without installing it.
+pub fn update_catalogue(root: &Path, code: &str) -> Result<UpdateSummary, Error> {
+    let path = catalogue_path(root, code);
+    let old = if path.exists() {
+        polib::po_file::parse(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+    } else {
+        Catalog::new(CatalogMetadata::new())
+    };
+    // Fresh header fields each time; the language and charset are what mdBook and gettext read.
+    let mut metadata = CatalogMetadata::new();
+    metadata.project_id_version = "realtime-push book".to_owned();
+    metadata.language = code.to_owned();
+    metadata.mime_version = "1.0".to_owned();
+    metadata.content_type = "text/plain; charset=UTF-8".to_owned();
+    metadata.content_transfer_encoding = "8bit".to_owned();
+    let mut catalogue = Catalog::new(metadata);
+
+    let english = english_messages(root)?;
+    let current: HashSet<&str> = english.iter().map(|m| m.msgid.as_str()).collect();
+    // Translations whose English is gone: candidates for an edited message.
+    let orphans: Vec<(HashSet<&str>, &str)> = old
+        .messages()
+        .filter(|m| !current.contains(m.msgid()) && m.is_translated())
+        .filter_map(|m| Some((words(m.msgid()), m.msgstr().ok()?)))
+        .collect();
+    let mut summary = UpdateSummary {
+        dropped: old
+            .messages()
+            .filter(|m| !current.contains(m.msgid()))
+            .count(),
+        ..UpdateSummary::default()
+    };
+    for message in &english {
+        let mut flags = MessageFlags::new();
+        let previous = old.find_message(None, &message.msgid, None);
+        let msgstr = match previous {
+            Some(previous) if previous.is_translated() => {
+                if previous.is_fuzzy() {
+                    flags.add_flag("fuzzy");
+                    summary.fuzzy += 1;
+                } else {
+                    summary.kept += 1;
+                }
+                previous.msgstr().unwrap_or_default().to_owned()
+            }
+            _ => {
+                let mine = words(&message.msgid);
+                let closest = orphans
+                    .iter()
+                    .map(|(theirs, msgstr)| (likeness(&mine, theirs), *msgstr))
+                    .filter(|(score, _)| *score >= 0.5)
+                    .max_by(|a, b| a.0.total_cmp(&b.0));
+                match closest {
+                    Some((_, msgstr)) => {
+                        flags.add_flag("fuzzy");
+                        summary.fuzzy += 1;
+                        msgstr.to_owned()
+                    }
+                    None => {
+                        summary.untranslated += 1;
+                        String::new()
+                    }
+                }
+            }
+        };
+        catalogue.append_or_update(
+            Message::build_singular()
+                .with_source(message.sources.join(" "))
+                .with_flags(flags)
+                .with_msgid(message.msgid.clone())
+                .with_msgstr(msgstr)
+                .done(),
+        );
+    }
+    summary.total = english.len();
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    polib::po_file::write(&catalogue, &path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(summary)
+}
+
+/// Everything that keeps the catalogue of `code` from matching the English book: a message
+/// missing, empty or fuzzy, or one whose English is gone. Each line names where it comes from.
+pub fn catalogue_problems(root: &Path, code: &str) -> Result<Vec<String>, Error> {
+    let path = catalogue_path(root, code);
+    let catalogue =
+        polib::po_file::parse(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let english = english_messages(root)?;
+    let mut problems = Vec::new();
+    for message in &english {
+        let place = &message.sources[0];
+        let excerpt: String = message.msgid.chars().take(70).collect();
+        match catalogue.find_message(None, &message.msgid, None) {
+            None => problems.push(format!("{place}: missing from the catalogue: {excerpt:?}")),
+            Some(m) if !m.is_translated() => {
+                problems.push(format!("{place}: not translated: {excerpt:?}"))
+            }
+            Some(m) if m.is_fuzzy() => {
+                problems.push(format!("{place}: fuzzy (the English changed): {excerpt:?}"))
+            }
+            Some(_) => {}
+        }
+    }
+    let current: HashSet<&str> = english.iter().map(|m| m.msgid.as_str()).collect();
+    for message in catalogue.messages() {
+        if !current.contains(message.msgid()) {
+            let excerpt: String = message.msgid().chars().take(70).collect();
+            problems.push(format!(
+                "{}: no longer in the English book: {excerpt:?}",
+                message.source()
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// `../` once per folder between a chapter and the book's root.
+fn up_to_root(chapter: &Path) -> String {
+    "../".repeat(chapter.components().count().saturating_sub(1))
+}
+
+/// Puts a link to the same page of the other edition at the top of every chapter. It is added
+/// after translation, so it is never a message of the catalogue.
+fn add_language_links(book: &mut MDBook, link: impl Fn(&Path) -> String) {
+    book.book.for_each_mut(|item| {
+        if let BookItem::Chapter(chapter) = item
+            && let Some(path) = &chapter.path
+        {
+            // An HTML block of its own, ended by a blank line, so the Markdown below is untouched.
+            chapter.content = format!("{}\n\n{}", link(path), chapter.content);
+        }
+    });
+}
+
+/// The HTML of one language link.
+fn language_link(href: String, lang: &str, text: &str) -> String {
+    format!(
+        "<p class=\"language-switch\"><a href=\"{href}\" hreflang=\"{lang}\" lang=\"{lang}\">{text}</a></p>"
+    )
+}
+
+/// Builds the English book into `out` and every translation into `out/<code>/`, each page
+/// linking to the same page of the other edition. The English goes first: mdBook empties its
+/// output folder before it writes, which would delete a translation built earlier.
+pub fn build_all(root: &Path, out: &Path) -> Result<(), Error> {
+    let mut english = MDBook::load(root).map_err(|e| format!("cannot load the book: {e:#}"))?;
+    english.config.build.build_dir = out.to_path_buf();
+    add_language_links(&mut english, |path| {
+        let edition = EDITIONS[0];
+        let href = format!("{}{}/{}", up_to_root(path), edition.code, html_name(path));
+        language_link(href, edition.code, edition.link_from_english)
+    });
+    english
+        .build()
+        .map_err(|e| format!("cannot build the English book: {e:#}"))?;
+    for edition in EDITIONS {
+        build_edition(root, *edition, &out.join(edition.code))?;
+    }
+    Ok(())
+}
+
+/// A chapter's page, as mdBook names it.
+fn html_name(path: &Path) -> String {
+    path.with_extension("html")
+        .to_string_lossy()
+        .replace('\\', "/")
+}
+
+/// Builds one translation into `out`: the English chapters, each message replaced by its
+/// translation from `po/<code>.po` (mdbook-i18n-helpers' gettext step, before the includes are
+/// expanded, so every listing comes from the crates as in English). An untranslated message
+/// stays English; `tests/book.rs` is what refuses one.
+pub fn build_edition(root: &Path, edition: Edition, out: &Path) -> Result<(), Error> {
+    let path = catalogue_path(root, edition.code);
+    let mut catalogue =
+        polib::po_file::parse(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut book = MDBook::load(root).map_err(|e| format!("cannot load the book: {e:#}"))?;
+    book.config.book.language = Some(edition.code.to_owned());
+    book.config.build.build_dir = out.to_path_buf();
+    if let Some(title) = &book.config.book.title
+        && let Some(message) = catalogue.find_message(None, title, None)
+        && message.is_translated()
+        && !message.is_fuzzy()
+    {
+        book.config.book.title = Some(message.msgstr()?.to_owned());
+    }
+    // The chapter names mdBook hands over are stripped of Markdown; this adds those forms.
+    mdbook_i18n_helpers::gettext::add_stripped_summary_translations(&mut catalogue);
+    mdbook_i18n_helpers::gettext::translate_book(&catalogue, &mut book.book)
+        .map_err(|e| format!("cannot translate the book to {}: {e:#}", edition.code))?;
+    add_language_links(&mut book, |path| {
+        let href = format!("{}../{}", up_to_root(path), html_name(path));
+        language_link(href, "en", edition.link_to_english)
+    });
+    book.build()
+        .map_err(|e| format!("cannot build the {} book: {e:#}", edition.code).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines between fences are code, the fences themselves and the prose around them are not.
+    #[test]
+    fn code_lines_are_those_inside_fences() {
+        let text = "prose\n```rust,ignore\n// a comment\n```\nmore\n~~~\n```\n~~~\nend";
+        let mut lines: Vec<_> = lines_in_code(text).into_iter().collect();
+        lines.sort();
+        assert_eq!(lines, vec![3, 7]);
+    }
+
+    /// A chapter in a folder links up to the root before it goes into the other edition.
+    #[test]
+    fn links_climb_out_of_folders() {
+        assert_eq!(up_to_root(Path::new("clock-sse.md")), "");
+        assert_eq!(up_to_root(Path::new("part/page.md")), "../");
+    }
+
+    /// An edited message shares most words with its old version; an unrelated one does not.
+    #[test]
+    fn likeness_finds_an_edited_message() {
+        let old = words("The clock ticks once a second over SSE.");
+        let edited = words("The clock ticks twice a second over SSE.");
+        let other = words("Backpressure is what a slow reader causes.");
+        assert!(likeness(&old, &edited) > 0.8);
+        assert!(likeness(&old, &other) < 0.3);
+    }
+}
