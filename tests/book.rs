@@ -389,7 +389,8 @@ fn zh_cn_catalogue_translates_every_message() {
 
 /// Both editions build side by side as `cargo run -p read-book` builds them: the Chinese book in
 /// `zh-CN/` with `lang="zh-CN"`, every include resolved and every listing there as in English,
-/// and each page of each edition linking to the same page of the other.
+/// each page of each edition linking to the same page of the other, and every heading keeping
+/// its English id so that links to a section work in both.
 #[test]
 fn every_edition_builds_and_links_to_the_other() {
     let out = tempfile::tempdir().expect("temporary directory");
@@ -410,8 +411,15 @@ fn every_edition_builds_and_links_to_the_other() {
             Ok(_) => {}
             Err(problem) => problems.push(problem),
         }
+        let english_ids = fs::read_to_string(&english)
+            .map(|html| read_book::heading_ids(&html))
+            .unwrap_or_default();
         match check_page(&chapter, &chinese) {
             Ok(html) => {
+                // Translated headings keep the English ids, so `page.html#heading` links work.
+                if read_book::heading_ids(&html) != english_ids {
+                    problems.push(format!("zh-CN/{name} has other heading ids than {name}"));
+                }
                 if !html.contains("<html lang=\"zh-CN\"") {
                     problems.push(format!("zh-CN/{name} is not marked lang=\"zh-CN\""));
                 }

@@ -314,6 +314,46 @@ fn add_language_links(book: &mut MDBook, link: impl Fn(&Path) -> String) {
     });
 }
 
+/// The ids of the headings of an mdBook page, in order (`<h2 id="...">`).
+pub fn heading_ids(html: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut rest = html;
+    while let Some(at) = rest.find("<h") {
+        rest = &rest[at + 2..];
+        let level = rest.as_bytes().first().copied().unwrap_or(0);
+        if (b'1'..=b'6').contains(&level)
+            && let Some(tag) = rest[1..].strip_prefix(" id=\"")
+            && let Some(end) = tag.find('"')
+        {
+            ids.push(tag[..end].to_owned());
+        }
+    }
+    ids
+}
+
+/// Gives each ATX heading of `markdown` (outside code) the next id of `ids` as an explicit
+/// `{#id}`. mdBook derives an id from the heading's text, so a translated heading would get a
+/// new one and every `#fragment` link to it would break; the English id keeps them working.
+fn pin_heading_ids(markdown: &str, ids: &[String]) -> String {
+    let code = lines_in_code(markdown);
+    let mut ids = ids.iter();
+    let mut pinned = String::with_capacity(markdown.len() + 32 * ids.len());
+    for (index, line) in markdown.lines().enumerate() {
+        pinned.push_str(line);
+        let hashes = line.bytes().take_while(|&b| b == b'#').count();
+        let is_heading = (1..=6).contains(&hashes) && line[hashes..].starts_with(' ');
+        if is_heading
+            && !code.contains(&(index + 1))
+            && !line.trim_end().ends_with('}')
+            && let Some(id) = ids.next()
+        {
+            pinned.push_str(&format!(" {{#{id}}}"));
+        }
+        pinned.push('\n');
+    }
+    pinned
+}
+
 /// The HTML of one language link.
 fn language_link(href: String, lang: &str, text: &str) -> String {
     format!(
@@ -336,7 +376,7 @@ pub fn build_all(root: &Path, out: &Path) -> Result<(), Error> {
         .build()
         .map_err(|e| format!("cannot build the English book: {e:#}"))?;
     for edition in EDITIONS {
-        build_edition(root, *edition, &out.join(edition.code))?;
+        build_edition(root, *edition, out, &out.join(edition.code))?;
     }
     Ok(())
 }
@@ -351,8 +391,14 @@ fn html_name(path: &Path) -> String {
 /// Builds one translation into `out`: the English chapters, each message replaced by its
 /// translation from `po/<code>.po` (mdbook-i18n-helpers' gettext step, before the includes are
 /// expanded, so every listing comes from the crates as in English). An untranslated message
-/// stays English; `tests/book.rs` is what refuses one.
-pub fn build_edition(root: &Path, edition: Edition, out: &Path) -> Result<(), Error> {
+/// stays English; `tests/book.rs` is what refuses one. `english` is where the English book was
+/// built: its heading ids are kept, so a link to `chapter.html#some-heading` works in both.
+pub fn build_edition(
+    root: &Path,
+    edition: Edition,
+    english: &Path,
+    out: &Path,
+) -> Result<(), Error> {
     let path = catalogue_path(root, edition.code);
     let mut catalogue =
         polib::po_file::parse(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -365,6 +411,22 @@ pub fn build_edition(root: &Path, edition: Edition, out: &Path) -> Result<(), Er
         && !message.is_fuzzy()
     {
         book.config.book.title = Some(message.msgstr()?.to_owned());
+    }
+    let mut unreadable = None;
+    book.book.for_each_mut(|item| {
+        if let BookItem::Chapter(chapter) = item
+            && let Some(path) = &chapter.path
+        {
+            match fs::read_to_string(english.join(html_name(path))) {
+                Ok(html) => {
+                    chapter.content = pin_heading_ids(&chapter.content, &heading_ids(&html))
+                }
+                Err(e) => unreadable = Some(format!("the English {}: {e}", html_name(path))),
+            }
+        }
+    });
+    if let Some(problem) = unreadable {
+        return Err(problem.into());
     }
     // The chapter names mdBook hands over are stripped of Markdown; this adds those forms.
     mdbook_i18n_helpers::gettext::add_stripped_summary_translations(&mut catalogue);
@@ -396,6 +458,20 @@ mod tests {
     fn links_climb_out_of_folders() {
         assert_eq!(up_to_root(Path::new("clock-sse.md")), "");
         assert_eq!(up_to_root(Path::new("part/page.md")), "../");
+    }
+
+    /// Headings get the English page's ids in order; code that looks like a heading does not.
+    #[test]
+    fn headings_keep_their_english_ids() {
+        let html = r##"<h1 id="clock-ticker"><a class="header" href="#clock-ticker">x</a></h1>
+            <h2 id="step-1">y</h2>"##;
+        let ids = heading_ids(html);
+        assert_eq!(ids, ["clock-ticker", "step-1"]);
+        let markdown = "# Clock\n\n```sh\n# a comment\n```\n\n## Step 1\ntext\n";
+        assert_eq!(
+            pin_heading_ids(markdown, &ids),
+            "# Clock {#clock-ticker}\n\n```sh\n# a comment\n```\n\n## Step 1 {#step-1}\ntext\n"
+        );
     }
 
     /// An edited message shares most words with its old version; an unrelated one does not.
