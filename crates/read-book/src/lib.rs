@@ -73,7 +73,8 @@ pub struct SourceMessage {
     pub sources: Vec<String>,
 }
 
-/// The lines of `text` (1-based) that lie inside a fenced code block, fences excluded.
+/// The lines of `text` (1-based) that belong to a fenced code block, fences included: a block
+/// without a known language is one message numbered at its opening fence.
 fn lines_in_code(text: &str) -> HashSet<usize> {
     let mut inside: Option<&str> = None;
     let mut lines = HashSet::new();
@@ -85,11 +86,10 @@ fn lines_in_code(text: &str) -> HashSet<usize> {
             (Some(open), Some(fence)) if open == fence && trimmed.trim_end() == fence => {
                 inside = None
             }
-            (Some(_), _) => {
-                lines.insert(index + 1);
-            }
-            (None, None) => {}
+            (Some(_), _) => {}
+            (None, None) => continue,
         }
+        lines.insert(index + 1);
     }
     lines
 }
@@ -444,13 +444,13 @@ pub fn build_edition(
 mod tests {
     use super::*;
 
-    /// Lines between fences are code, the fences themselves and the prose around them are not.
+    /// Fences and the lines between them are code; the prose around them is not.
     #[test]
-    fn code_lines_are_those_inside_fences() {
+    fn code_lines_are_fences_and_what_they_hold() {
         let text = "prose\n```rust,ignore\n// a comment\n```\nmore\n~~~\n```\n~~~\nend";
         let mut lines: Vec<_> = lines_in_code(text).into_iter().collect();
         lines.sort();
-        assert_eq!(lines, vec![3, 7]);
+        assert_eq!(lines, vec![2, 3, 4, 6, 7, 8]);
     }
 
     /// A chapter in a folder links up to the root before it goes into the other edition.
