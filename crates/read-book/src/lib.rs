@@ -141,8 +141,47 @@ pub fn english_messages(root: &Path) -> Result<Vec<SourceMessage>, Error> {
                 );
             }
         }
+        for (line, summary) in summaries(&content) {
+            if !code.contains(&line) {
+                add(summary, format!("{}:{line}", src.join(&path).display()));
+            }
+        }
     }
     Ok(found)
+}
+
+/// The text of each one-line `<summary>...</summary>` (the title of a collapsed `<details>`
+/// block, such as "For instructors"), with its line. mdbook-i18n-helpers skips HTML blocks, so
+/// these are extracted and translated here.
+fn summaries(text: &str) -> Vec<(usize, &str)> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(index, line)| {
+            let inner = line
+                .trim()
+                .strip_prefix("<summary>")?
+                .strip_suffix("</summary>")?;
+            Some((index + 1, inner.trim()))
+        })
+        .collect()
+}
+
+/// Replaces the text of each `<summary>` line with its translation, if the catalogue has one.
+fn translate_summaries(markdown: &str, catalogue: &Catalog) -> String {
+    let mut translated = markdown.to_owned();
+    for (_, summary) in summaries(markdown) {
+        if let Some(message) = catalogue.find_message(None, summary, None)
+            && message.is_translated()
+            && !message.is_fuzzy()
+            && let Ok(msgstr) = message.msgstr()
+        {
+            translated = translated.replace(
+                &format!("<summary>{summary}</summary>"),
+                &format!("<summary>{msgstr}</summary>"),
+            );
+        }
+    }
+    translated
 }
 
 /// Words of a message, for matching an edited message with its old translation.
@@ -419,7 +458,8 @@ pub fn build_edition(
         {
             match fs::read_to_string(english.join(html_name(path))) {
                 Ok(html) => {
-                    chapter.content = pin_heading_ids(&chapter.content, &heading_ids(&html))
+                    let pinned = pin_heading_ids(&chapter.content, &heading_ids(&html));
+                    chapter.content = translate_summaries(&pinned, &catalogue);
                 }
                 Err(e) => unreadable = Some(format!("the English {}: {e}", html_name(path))),
             }
