@@ -432,3 +432,80 @@ fn every_edition_builds_and_links_to_the_other() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The terms of the glossary (`book/src/glossary.md`) that the Chinese edition must use every
+/// time: the English term as it appears in a message, and the Chinese words that may stand for
+/// it (the first is the glossary's). Terms with a common everyday sense ("step", "push") are
+/// left out: only words that are jargon in every sentence they appear in.
+const GLOSSARY: &[(&str, &[&str])] = &[
+    ("heartbeat", &["心跳"]),
+    ("backpressure", &["背压"]),
+    ("fan-out", &["扇出"]),
+    ("keep-alive comment", &["保活注释"]),
+    ("graceful shutdown", &["优雅关闭"]),
+    ("handshake", &["握手"]),
+    ("snapshot", &["快照"]),
+    ("conflat", &["合并为最新值", "合并"]),
+    ("dns rebinding", &["DNS 重绑定"]),
+    ("direct path", &["直写路径"]),
+    ("reconnect", &["重连"]),
+    ("event stream", &["事件流"]),
+    ("broadcast", &["广播"]),
+    ("polling", &["轮询"]),
+    ("slow client", &["慢客户端"]),
+    ("same-origin", &["同源"]),
+    ("cross-origin", &["跨域"]),
+    ("throughput", &["吞吐量"]),
+];
+
+/// Whether `term` occurs in `text` at the start of a word (so "reconnects" and "reconnection"
+/// count, "installs" does not count for "stall"), ignoring case and code spans.
+fn mentions(text: &str, term: &str) -> bool {
+    let prose: String = text.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+    let prose = prose.to_lowercase();
+    prose.match_indices(term).any(|(at, _)| {
+        !prose[..at]
+            .chars()
+            .next_back()
+            .is_some_and(char::is_alphanumeric)
+    })
+}
+
+/// The Chinese edition says each glossary term with the glossary's word (or keeps the English
+/// term), so a reader meets one name for one idea from the first chapter to the last.
+#[test]
+fn zh_cn_translation_uses_the_glossary_terms() {
+    let translations = read_book::translations(&book_root(), "zh-CN")
+        .unwrap_or_else(|e| panic!("read the catalogue: {e}"));
+    let mut problems = Vec::new();
+    for message in &translations {
+        for (english, chinese) in GLOSSARY {
+            let kept = mentions(&message.msgstr, english);
+            if mentions(&message.msgid, english)
+                && !kept
+                && !chinese.iter().any(|word| message.msgstr.contains(word))
+            {
+                problems.push(format!(
+                    "{}: {english:?} is not {:?} in {:?}",
+                    message.source, chinese[0], message.msgstr
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "translations that leave the glossary's terms:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// The term matcher sees a term and its inflections, and skips code spans and words that only
+/// end with the term.
+#[test]
+fn glossary_matcher_sees_whole_words_only() {
+    assert!(mentions("A Heartbeat every 15 s", "heartbeat"));
+    assert!(mentions("two event streams", "event stream"));
+    assert!(mentions("without reconnection", "reconnect"));
+    assert!(!mentions("it installs kosoku", "stall"));
+    assert!(!mentions("see `broadcast::Receiver`", "broadcast"));
+}

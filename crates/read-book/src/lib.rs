@@ -335,6 +335,38 @@ pub fn catalogue_problems(root: &Path, code: &str) -> Result<Vec<String>, Error>
     Ok(problems)
 }
 
+/// One translated message of a catalogue: the English, its translation, and where it comes from.
+#[derive(Debug, Clone)]
+pub struct Translation {
+    /// The English Markdown.
+    pub msgid: String,
+    /// Its translation; empty when not translated yet.
+    pub msgstr: String,
+    /// The first `file:line` it comes from.
+    pub source: String,
+}
+
+/// Every message of `po/<code>.po` that is translated and not fuzzy, for checks on the wording.
+pub fn translations(root: &Path, code: &str) -> Result<Vec<Translation>, Error> {
+    let path = catalogue_path(root, code);
+    let catalogue =
+        polib::po_file::parse(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(catalogue
+        .messages()
+        .filter(|m| m.is_translated() && !m.is_fuzzy())
+        .map(|m| Translation {
+            msgid: m.msgid().to_owned(),
+            msgstr: m.msgstr().unwrap_or_default().to_owned(),
+            source: m
+                .source()
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+        })
+        .collect())
+}
+
 /// `../` once per folder between a chapter and the book's root.
 fn up_to_root(chapter: &Path) -> String {
     "../".repeat(chapter.components().count().saturating_sub(1))
