@@ -284,7 +284,7 @@ pub fn update_catalogue(root: &Path, code: &str) -> Result<UpdateSummary, Error>
         };
         catalogue.append_or_update(
             Message::build_singular()
-                .with_source(message.sources.join(" "))
+                .with_source(files_of(&message.sources))
                 .with_flags(flags)
                 .with_msgid(message.msgid.clone())
                 .with_msgstr(msgstr)
@@ -298,6 +298,22 @@ pub fn update_catalogue(root: &Path, code: &str) -> Result<UpdateSummary, Error>
     polib::po_file::write(&catalogue, &path)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(summary)
+}
+
+/// The files a message comes from, without line numbers: every English edit moves the lines below
+/// it, and the catalogue should change only where a message did, so two branches that update it
+/// conflict only where they translate the same text. The test still names `chapter.md:line`.
+fn files_of(sources: &[String]) -> String {
+    let mut files: Vec<&str> = Vec::new();
+    for source in sources {
+        let file = source
+            .split_once(':')
+            .map_or(source.as_str(), |(file, _)| file);
+        if !files.contains(&file) {
+            files.push(file);
+        }
+    }
+    files.join(" ")
 }
 
 /// Everything that keeps the catalogue of `code` from matching the English book: a message
@@ -342,7 +358,7 @@ pub struct Translation {
     pub msgid: String,
     /// Its translation; empty when not translated yet.
     pub msgstr: String,
-    /// The first `file:line` it comes from.
+    /// The first file it comes from (the catalogue keeps no line numbers).
     pub source: String,
 }
 
