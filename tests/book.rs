@@ -1,5 +1,7 @@
-//! The book in `book/` cannot drift from the code: every include names a file and an anchor that
-//! exist and yield code, and the whole book builds with mdbook-driver.
+//! The book in `book/` cannot drift from the code, nor its Chinese edition from the English: every
+//! include names a file and an anchor that exist and yield code, the whole book builds with
+//! mdbook-driver, every English message has a translation in `book/po/zh-CN.po`, and the Chinese
+//! book builds beside the English one with every listing in place.
 //!
 //! Run with `cargo test --test book`.
 //!
@@ -309,6 +311,46 @@ fn fingerprint(code: &str) -> &str {
     found
 }
 
+/// Checks one built page: it exists, no include was left unexpanded, and it shows the code each
+/// include of `chapter` yields. `Err` says what is wrong.
+fn check_page(chapter: &Path, page: &Path) -> Result<String, String> {
+    let html = fs::read_to_string(page)
+        .map_err(|e| format!("{} was not rendered: {e}", page.display()))?;
+    // mdBook leaves an include it could not resolve in the page as raw text.
+    if html.contains("{{#include") || html.contains("{{#rustdoc_include") {
+        return Err(format!("{} shows an unexpanded include", page.display()));
+    }
+    for include in includes_in(chapter) {
+        let Ok(text) = included_text(&include) else {
+            continue; // reported by `every_include_resolves_to_code`
+        };
+        let fingerprint = fingerprint(&text);
+        if !html.contains(fingerprint) {
+            return Err(format!(
+                "{} lacks code from {} ({fingerprint:?})",
+                page.display(),
+                include.place
+            ));
+        }
+    }
+    Ok(html)
+}
+
+/// Each chapter of the book, as its path under `src/` (SUMMARY.md left out).
+fn chapters() -> Vec<(PathBuf, PathBuf)> {
+    let source = book_root().join("src");
+    markdown_files(&source)
+        .into_iter()
+        .filter_map(|chapter| {
+            let relative = chapter
+                .strip_prefix(&source)
+                .expect("chapter under src")
+                .to_owned();
+            (relative != Path::new("SUMMARY.md")).then_some((chapter, relative))
+        })
+        .collect()
+}
+
 /// The whole book builds with mdbook-driver, every chapter's page exists, and each page shows
 /// the code its chapter includes (so the includes were expanded, not left as text).
 #[test]
@@ -320,32 +362,150 @@ fn book_builds_with_included_code() {
         .unwrap_or_else(|e| panic!("build the book: {e:#}"));
 
     assert!(out.path().join("index.html").is_file(), "no index.html");
-    let source = book_root().join("src");
-    for chapter in markdown_files(&source) {
-        let relative = chapter.strip_prefix(&source).expect("chapter under src");
-        if relative == Path::new("SUMMARY.md") {
-            continue;
-        }
+    for (chapter, relative) in chapters() {
         let page = out.path().join(relative.with_extension("html"));
-        let html = fs::read_to_string(&page)
-            .unwrap_or_else(|e| panic!("{} was not rendered: {e}", page.display()));
-        // mdBook leaves an include it could not resolve in the page as raw text.
-        assert!(
-            !html.contains("{{#include") && !html.contains("{{#rustdoc_include"),
-            "{} shows an unexpanded include",
-            page.display()
-        );
-        for include in includes_in(&chapter) {
-            let Ok(text) = included_text(&include) else {
-                continue; // reported by `every_include_resolves_to_code`
-            };
-            let fingerprint = fingerprint(&text);
-            assert!(
-                html.contains(fingerprint),
-                "{} lacks code from {} ({fingerprint:?})",
-                page.display(),
-                include.place
-            );
+        if let Err(problem) = check_page(&chapter, &page) {
+            panic!("{problem}");
         }
     }
+}
+
+/// Every message of the English book has a translation in `book/po/zh-CN.po` that is neither
+/// empty nor fuzzy, and the catalogue holds no message the English has dropped: an English edit
+/// without its translation fails here, with the place of each message.
+#[test]
+fn zh_cn_catalogue_translates_every_message() {
+    let problems = read_book::catalogue_problems(&book_root(), "zh-CN")
+        .unwrap_or_else(|e| panic!("read the catalogue: {e}"));
+    assert!(
+        problems.is_empty(),
+        "book/po/zh-CN.po is out of step with the English book ({} problems). Run \
+         `cargo run -p read-book -- update-po`, translate the empty and fuzzy messages (and \
+         remove their `#, fuzzy` line), then run this test again:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+/// Both editions build side by side as `cargo run -p read-book` builds them: the Chinese book in
+/// `zh-CN/` with `lang="zh-CN"`, every include resolved and every listing there as in English,
+/// each page of each edition linking to the same page of the other, and every heading keeping
+/// its English id so that links to a section work in both.
+#[test]
+fn every_edition_builds_and_links_to_the_other() {
+    let out = tempfile::tempdir().expect("temporary directory");
+    read_book::build_all(&book_root(), out.path()).unwrap_or_else(|e| panic!("build: {e}"));
+    let mut problems = Vec::new();
+    for (chapter, relative) in chapters() {
+        let name = relative
+            .with_extension("html")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let up = "../".repeat(relative.components().count() - 1);
+        let english = out.path().join(&name);
+        let chinese = out.path().join("zh-CN").join(&name);
+        match check_page(&chapter, &english) {
+            Ok(html) if !html.contains(&format!("href=\"{up}zh-CN/{name}\"")) => {
+                problems.push(format!("{name} does not link to its Chinese page"))
+            }
+            Ok(_) => {}
+            Err(problem) => problems.push(problem),
+        }
+        let english_ids = fs::read_to_string(&english)
+            .map(|html| read_book::heading_ids(&html))
+            .unwrap_or_default();
+        match check_page(&chapter, &chinese) {
+            Ok(html) => {
+                // Translated headings keep the English ids, so `page.html#heading` links work.
+                if read_book::heading_ids(&html) != english_ids {
+                    problems.push(format!("zh-CN/{name} has other heading ids than {name}"));
+                }
+                if !html.contains("<html lang=\"zh-CN\"") {
+                    problems.push(format!("zh-CN/{name} is not marked lang=\"zh-CN\""));
+                }
+                if !html.contains(&format!("href=\"{up}../{name}\"")) {
+                    problems.push(format!("zh-CN/{name} does not link to its English page"));
+                }
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The terms of the glossary (`book/src/glossary.md`) that the Chinese edition must use every
+/// time: the English term as it appears in a message, and the Chinese words that may stand for
+/// it (the first is the glossary's). Terms with a common everyday sense ("step", "push") are
+/// left out: only words that are jargon in every sentence they appear in.
+const GLOSSARY: &[(&str, &[&str])] = &[
+    ("heartbeat", &["心跳"]),
+    ("backpressure", &["背压"]),
+    ("fan-out", &["扇出"]),
+    ("keep-alive comment", &["保活注释"]),
+    ("graceful shutdown", &["优雅关闭"]),
+    ("handshake", &["握手"]),
+    ("snapshot", &["快照"]),
+    ("conflat", &["合并为最新值", "合并"]),
+    ("dns rebinding", &["DNS 重绑定"]),
+    ("direct path", &["直写路径"]),
+    ("reconnect", &["重连"]),
+    ("event stream", &["事件流"]),
+    ("broadcast", &["广播"]),
+    ("polling", &["轮询"]),
+    ("slow client", &["慢客户端"]),
+    ("same-origin", &["同源"]),
+    ("cross-origin", &["跨域"]),
+    ("throughput", &["吞吐量"]),
+];
+
+/// Whether `term` occurs in `text` at the start of a word (so "reconnects" and "reconnection"
+/// count, "installs" does not count for "stall"), ignoring case and code spans.
+fn mentions(text: &str, term: &str) -> bool {
+    let prose: String = text.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+    let prose = prose.to_lowercase();
+    prose.match_indices(term).any(|(at, _)| {
+        !prose[..at]
+            .chars()
+            .next_back()
+            .is_some_and(char::is_alphanumeric)
+    })
+}
+
+/// The Chinese edition says each glossary term with the glossary's word (or keeps the English
+/// term), so a reader meets one name for one idea from the first chapter to the last.
+#[test]
+fn zh_cn_translation_uses_the_glossary_terms() {
+    let translations = read_book::translations(&book_root(), "zh-CN")
+        .unwrap_or_else(|e| panic!("read the catalogue: {e}"));
+    let mut problems = Vec::new();
+    for message in &translations {
+        for (english, chinese) in GLOSSARY {
+            let kept = mentions(&message.msgstr, english);
+            if mentions(&message.msgid, english)
+                && !kept
+                && !chinese.iter().any(|word| message.msgstr.contains(word))
+            {
+                problems.push(format!(
+                    "{}: {english:?} is not {:?} in {:?}",
+                    message.source, chinese[0], message.msgstr
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "translations that leave the glossary's terms:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// The term matcher sees a term and its inflections, and skips code spans and words that only
+/// end with the term.
+#[test]
+fn glossary_matcher_sees_whole_words_only() {
+    assert!(mentions("A Heartbeat every 15 s", "heartbeat"));
+    assert!(mentions("two event streams", "event stream"));
+    assert!(mentions("without reconnection", "reconnect"));
+    assert!(!mentions("it installs kosoku", "stall"));
+    assert!(!mentions("see `broadcast::Receiver`", "broadcast"));
 }
