@@ -78,6 +78,7 @@ async fn read_messages(mut socket: Client, count: usize) -> Result<Vec<String>, 
     Ok(texts)
 }
 
+// ANCHOR: burst_test
 /// A burst of 500 messages from one client, arriving in one TCP segment, reaches each of 2,000
 /// others complete and in order, and none is closed, with the room's sessions spread over two
 /// worker threads and a ring of 32. A session that published the burst without waiting for the
@@ -129,6 +130,7 @@ async fn a_burst_of_500_closes_none_of_2000_on_two_workers() {
         failures.first()
     );
 }
+// ANCHOR_END: burst_test
 
 /// 3,000 clients joining at once while a member keeps talking: every one of them, and the
 /// members already in the room, stays and gets the message sent once the whole crowd is in, with
