@@ -514,10 +514,15 @@ impl Rounds {
         let mut last = Latencies::new();
         let mut last_kernel = Latencies::new();
         let mut missed = 0;
+        // Each round's first and last arrival, in ms after its send: a round that starts late
+        // (the server still busy with something else) shows here, and not in the percentiles.
+        let mut each = Vec::new();
         for (sent, arrivals) in state.sent.iter().zip(state.last.iter()) {
             let (Some((sent, sent_realtime)), Some(arrivals)) = (sent, arrivals) else {
                 continue;
             };
+            let millis = |at: Instant| (at - *sent).as_secs_f64() * 1000.0;
+            each.push(json!([millis(arrivals.first), millis(arrivals.last)]));
             last.record(arrivals.last - *sent);
             if let Some(kernel) = arrivals.kernel_since(*sent_realtime) {
                 last_kernel.record(kernel);
@@ -536,6 +541,23 @@ impl Rounds {
             "missed",
             json!(missed),
             format!("{missed} deliveries missing after {ROUND_TIMEOUT:?} per round"),
+        );
+        let first_rounds: Vec<String> = each
+            .iter()
+            .take(3)
+            .map(|pair| {
+                format!(
+                    "{:.1}-{:.1} ms",
+                    pair[0].as_f64().unwrap_or(0.0),
+                    pair[1].as_f64().unwrap_or(0.0)
+                )
+            })
+            .collect();
+        report.add(
+            "rounds_first_last_ms",
+            "first rounds, first-last arrival",
+            json!(each),
+            first_rounds.join(", "),
         );
     }
 }
