@@ -142,3 +142,133 @@ impl TestRedis {
         self.launch().await;
     }
 }
+
+/// `examples/deploy/nginx.conf`, the configuration a reader deploys.
+pub const NGINX_CONF: &str = include_str!("../../examples/deploy/nginx.conf");
+
+/// A private nginx running `examples/deploy/nginx.conf` with its addresses replaced: its own
+/// prefix directory, a certificate made with openssl for 127.0.0.1 and localhost, free ports.
+pub struct TestNginx {
+    /// Holds the configuration, the certificate, the logs and nginx's temporary files.
+    dir: tempfile::TempDir,
+    /// The running nginx, killed on drop.
+    _child: Child,
+    /// Plain HTTP/1.1 to the chat upstream.
+    pub chat_http: u16,
+    /// HTTPS with HTTP/2 to the chat upstream.
+    pub chat_https: u16,
+    /// Plain HTTP/1.1 to the echo upstream.
+    pub echo_http: u16,
+}
+
+/// A port that was free a moment ago (nginx binds it itself).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl TestNginx {
+    /// Starts nginx in front of `chat` (each line `server 127.0.0.1:300N` of the `chat`
+    /// upstream becomes one of these, in order; a trailing `" backup"` in an entry is kept) and
+    /// `echo`. Returns `None` (the test skips) without nginx or openssl.
+    pub async fn start(chat: &[String], echo: &str) -> Option<Self> {
+        if !available("nginx", "apt-get install nginx")
+            || !available("openssl", "apt-get install openssl")
+        {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .args(["-keyout", &path("test.key"), "-out", &path("test.crt")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(made.success(), "openssl made no certificate");
+
+        let (chat_http, chat_https, echo_http, echo_https) =
+            (free_port(), free_port(), free_port(), free_port());
+        let mut site = NGINX_CONF
+            .replace("listen 8443 ", &format!("listen 127.0.0.1:{chat_https} "))
+            .replace("listen 8080;", &format!("listen 127.0.0.1:{chat_http};"))
+            .replace("listen 8444 ", &format!("listen 127.0.0.1:{echo_https} "))
+            .replace("listen 8081;", &format!("listen 127.0.0.1:{echo_http};"))
+            .replace("/etc/nginx/ssl/realtime-push.crt", &path("test.crt"))
+            .replace("/etc/nginx/ssl/realtime-push.key", &path("test.key"))
+            .replace("server 127.0.0.1:3001;", &format!("server {echo};"));
+        let instances = ["127.0.0.1:3002", "127.0.0.1:3003", "127.0.0.1:3004"];
+        assert!(chat.len() <= instances.len());
+        for (n, line) in instances.iter().enumerate() {
+            let shipped = format!("    server {line} max_fails=1 fail_timeout=5s;\n");
+            assert!(site.contains(&shipped), "the shipped upstream has {line}");
+            let replaced = chat
+                .get(n)
+                .map(|addr| format!("    server {addr} max_fails=1 fail_timeout=5s;\n"))
+                .unwrap_or_default();
+            site = site.replace(&shipped, &replaced);
+        }
+        for temp in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+            std::fs::create_dir(dir.path().join(temp)).expect("temp dir");
+        }
+        let main = format!(
+            "pid {pid};\nerror_log {log} info;\nworker_processes 1;\nevents {{ worker_connections 512; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {cb};\n proxy_temp_path {proxy};\n \
+             fastcgi_temp_path {fcgi};\n uwsgi_temp_path {uwsgi};\n scgi_temp_path {scgi};\n{site}\n}}\n",
+            pid = path("nginx.pid"),
+            log = path("error.log"),
+            cb = path("client_body"),
+            proxy = path("proxy"),
+            fcgi = path("fastcgi"),
+            uwsgi = path("uwsgi"),
+            scgi = path("scgi"),
+        );
+        std::fs::write(dir.path().join("nginx.conf"), main).expect("write nginx.conf");
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            // One process, no workers: killing it (on drop) leaves nothing behind.
+            .args(["-g", "daemon off; master_process off;"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nginx starts");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        for port in [chat_http, chat_https, echo_http] {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "nginx did not start: {}",
+                    std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Some(Self {
+            dir,
+            _child: child,
+            chat_http,
+            chat_https,
+            echo_http,
+        })
+    }
+
+    /// nginx's error log so far, for a failing assertion's message.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
