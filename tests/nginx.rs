@@ -5,64 +5,15 @@
 //! Run with `cargo test --test nginx` (needs `redis-server`, `nginx` and `openssl`:
 //! `apt-get install redis-server nginx openssl`; without them the tests skip, except under CI).
 
-use std::net::SocketAddr;
-
-use chat_sse::Config;
 use futures_util::{SinkExt, StreamExt};
 use http::Method;
-use realtime_kit::backplane::{Backplane, RedisBackplane};
 use realtime_kit::client::{self, EventStream};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::services::{TestNginx, TestRedis};
+use common::services::{CrashableChat, TestNginx, TestRedis};
 use common::{TestServer, within};
-
-/// A chat instance on a runtime of its own. [`crash`](Self::crash) drops that runtime: every
-/// task and socket of the instance ends at once, as when its process is killed.
-struct CrashableChat {
-    runtime: Option<tokio::runtime::Runtime>,
-    addr: SocketAddr,
-}
-
-impl CrashableChat {
-    fn start(redis_url: String) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let addr = listener.local_addr().expect("address");
-        runtime.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let backplane = RedisBackplane::open(&redis_url).expect("a valid URL");
-            let config = Config {
-                backplane: Backplane::Redis(backplane),
-                ..Config::default()
-            };
-            chat_sse::run(listener, config, std::future::pending()).await;
-        });
-        Self {
-            runtime: Some(runtime),
-            addr,
-        }
-    }
-
-    fn crash(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl Drop for CrashableChat {
-    fn drop(&mut self) {
-        self.crash();
-    }
-}
 
 async fn post(url: &str, text: &str) -> Value {
     let body = json!({ "user": "ann", "text": text }).to_string();

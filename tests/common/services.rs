@@ -4,11 +4,13 @@
 //! On a laptop without the binary, a test skips with one line saying how to install it; under
 //! CI (the `CI` variable set) a missing binary fails the test, so a green run means it ran.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use realtime_kit::backplane::redis;
+use realtime_kit::backplane::{Backplane, RedisBackplane};
 use tokio::process::{Child, Command};
 
 use super::WAIT;
@@ -220,10 +222,11 @@ impl TestNginx {
         }
         let main = format!(
             "pid {pid};\nerror_log {log} info;\nworker_processes 1;\nevents {{ worker_connections 512; }}\n\
-             http {{\n access_log off;\n client_body_temp_path {cb};\n proxy_temp_path {proxy};\n \
+             http {{\n log_format protocol '$server_protocol $request_uri';\n access_log {access} protocol;\n client_body_temp_path {cb};\n proxy_temp_path {proxy};\n \
              fastcgi_temp_path {fcgi};\n uwsgi_temp_path {uwsgi};\n scgi_temp_path {scgi};\n{site}\n}}\n",
             pid = path("nginx.pid"),
             log = path("error.log"),
+            access = path("access.log"),
             cb = path("client_body"),
             proxy = path("proxy"),
             fcgi = path("fastcgi"),
@@ -267,8 +270,64 @@ impl TestNginx {
         })
     }
 
+    /// One line per request so far: the protocol it came over and its path.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
     /// nginx's error log so far, for a failing assertion's message.
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+/// A chat instance on a runtime of its own. [`crash`](Self::crash) drops that runtime: every
+/// task and socket of the instance ends at once, as when its process is killed.
+pub struct CrashableChat {
+    /// `None` once crashed.
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl CrashableChat {
+    /// Starts an instance on the Redis at `redis_url`.
+    pub fn start(redis_url: String) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let addr = listener.local_addr().expect("address");
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let backplane = RedisBackplane::open(&redis_url).expect("a valid URL");
+            let config = chat_sse::Config {
+                backplane: Backplane::Redis(backplane),
+                // Browsers reconnect after this: short, so failover tests are quick.
+                retry: Duration::from_millis(500),
+                ..chat_sse::Config::default()
+            };
+            chat_sse::run(listener, config, std::future::pending()).await;
+        });
+        Self {
+            runtime: Some(runtime),
+            addr,
+        }
+    }
+
+    /// Ends the instance at once, without a shutdown.
+    pub fn crash(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for CrashableChat {
+    fn drop(&mut self) {
+        self.crash();
     }
 }
