@@ -64,6 +64,7 @@ impl BackplaneArgs {
     }
 }
 
+// ANCHOR: seam
 /// Where a demo's hub sends what it fans out.
 #[derive(Clone, Default)]
 pub enum Backplane {
@@ -73,6 +74,7 @@ pub enum Backplane {
     /// Through Redis, shared by every instance given the same URL.
     Redis(RedisBackplane),
 }
+// ANCHOR_END: seam
 
 impl std::fmt::Debug for Backplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
