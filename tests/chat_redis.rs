@@ -417,6 +417,25 @@ async fn presence_adds_up_across_instances_and_a_crashed_share_expires() {
     wait_for_presence(&mut on_a, 1).await;
 }
 
+/// With Redis too, a shutdown ends every open stream and `run` returns: the tail's blocking
+/// read and the presence beat stop with the server instead of holding it up.
+#[tokio::test]
+async fn shutdown_with_redis_ends_streams_and_returns() {
+    let Some(redis) = TestRedis::start().await else {
+        return;
+    };
+    let a = Instance::start(&redis).await;
+    let mut stream = a.live_events().await;
+    let Instance(server) = a;
+    server.stop().await;
+    loop {
+        match within(stream.next_event()).await {
+            Ok(Some(event)) => assert_eq!(event.event, "presence", "{event:?}"),
+            Ok(None) | Err(_) => break,
+        }
+    }
+}
+
 // ANCHOR: pubsub_loses
 /// Why the chat's log is a Stream and not PUB/SUB: a subscriber that is disconnected during a
 /// burst misses what was published meanwhile, and nothing can give it back; a Stream reader
