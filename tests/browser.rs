@@ -24,6 +24,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 mod common;
 use common::TestServer;
+use common::services::{CrashableChat, TestNginx, TestRedis};
 
 /// How long a page may take to reach a state the test waits for.
 const WAIT: Duration = Duration::from_secs(15);
@@ -62,6 +63,11 @@ struct Page {
 impl Browser {
     /// Starts Chromium, or returns `None` (after saying why) where there is none and this is not CI.
     async fn launch() -> Option<Self> {
+        Self::launch_with(&[]).await
+    }
+
+    /// [`launch`](Self::launch) with more flags.
+    async fn launch_with(extra_flags: &[&str]) -> Option<Self> {
         let Some(binary) = find_chromium() else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -75,6 +81,7 @@ impl Browser {
         let profile = tempfile::tempdir().expect("profile directory");
         let process = Command::new(binary)
             .args(CHROMIUM_FLAGS)
+            .args(extra_flags)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdout(Stdio::null())
@@ -659,4 +666,208 @@ async fn stock_ticker_page_updates_table_chart_and_switches_transport() {
         .await;
     browser.screenshot(&page, "stock-ticker").await;
     server.stop().await;
+}
+
+// ANCHOR: eight_sources
+/// Opens eight `EventSource`s on `/events` in the page and counts, per source, the `message`
+/// events it received.
+const OPEN_EIGHT_SOURCES: &str = r#"
+  window.sources = [];
+  window.received = [];
+  for (let n = 0; n < 8; n++) {
+    const source = new EventSource("/events");
+    received[n] = 0;
+    source.addEventListener("message", () => received[n]++);
+    sources.push(source);
+  }
+  true
+"#;
+
+/// What the eight sources show, for a failing assertion.
+const EIGHT_SOURCES_STATE: &str =
+    "JSON.stringify({ states: sources.map((s) => s.readyState), received })";
+
+/// Eight EventSources in one page: over HTTP/1.1 straight to an instance, six open and the
+/// seventh and eighth never do (the browser's six connections per origin, each held by a
+/// stream); through nginx over HTTP/2 all eight stream, on one connection.
+#[tokio::test]
+async fn eight_event_sources_need_http2() {
+    let Some(mut browser) = Browser::launch_with(&["--ignore-certificate-errors"]).await else {
+        return;
+    };
+    let listener = bind("127.0.0.1:0".parse().expect("address")).await;
+    let addr = listener.local_addr().expect("address");
+    let chat = start_chat(listener);
+    let Some(nginx) = TestNginx::start(&[addr.to_string()], "127.0.0.1:9").await else {
+        return;
+    };
+
+    // HTTP/1.1, straight to the instance. `/messages` is a page with no stream of its own.
+    let direct = browser.open(&format!("http://{addr}/messages")).await;
+    browser
+        .wait_for(
+            &direct,
+            "location.protocol === 'http:' && document.readyState === 'complete'",
+            "location.href",
+        )
+        .await;
+    browser.eval(&direct, OPEN_EIGHT_SOURCES).await;
+    browser
+        .wait_for(
+            &direct,
+            "sources.filter((s) => s.readyState === EventSource.OPEN).length === 6",
+            EIGHT_SOURCES_STATE,
+        )
+        .await;
+    post_chat(&chat.url("/messages"), "to every open stream").await;
+    browser
+        .wait_for(
+            &direct,
+            "received.filter((n) => n > 0).length === 6",
+            EIGHT_SOURCES_STATE,
+        )
+        .await;
+    // The message reached the six open streams; the other two are still waiting for a
+    // connection (a seventh would get it too, in its backlog, had it opened).
+    let waiting = browser
+        .eval(
+            &direct,
+            "sources.filter((s) => s.readyState === EventSource.CONNECTING).length",
+        )
+        .await;
+    assert_eq!(
+        waiting,
+        2,
+        "{}",
+        browser.eval(&direct, EIGHT_SOURCES_STATE).await
+    );
+    browser.close(direct).await;
+
+    // HTTP/2 through nginx: the same page, the same eight sources.
+    let front = format!("https://127.0.0.1:{}", nginx.chat_https);
+    let proxied = browser.open(&format!("{front}/messages")).await;
+    browser
+        .wait_for(
+            &proxied,
+            "location.protocol === 'https:' && document.readyState === 'complete'",
+            "location.href",
+        )
+        .await;
+    browser.eval(&proxied, OPEN_EIGHT_SOURCES).await;
+    browser
+        .wait_for(
+            &proxied,
+            "sources.every((s) => s.readyState === EventSource.OPEN)",
+            EIGHT_SOURCES_STATE,
+        )
+        .await;
+    post_chat(&chat.url("/messages"), "to all eight").await;
+    browser
+        .wait_for(
+            &proxied,
+            "received.every((n) => n > 0)",
+            EIGHT_SOURCES_STATE,
+        )
+        .await;
+    // And they came over HTTP/2, as nginx logs them when they end.
+    browser.close(proxied).await;
+    let streams = wait_until(|| {
+        let log = nginx.access_log();
+        let streams: Vec<String> = log
+            .lines()
+            .filter(|line| line.ends_with("/events"))
+            .map(str::to_owned)
+            .collect();
+        (streams.len() == 8).then_some(streams)
+    })
+    .await
+    .unwrap_or_else(|| panic!("nginx logged: {}", nginx.access_log()));
+    assert!(
+        streams.iter().all(|line| line.starts_with("HTTP/2.0 ")),
+        "{streams:?}"
+    );
+}
+// ANCHOR_END: eight_sources
+
+async fn post_chat(url: &str, text: &str) -> Value {
+    let body = json!({ "user": "ann", "text": text }).to_string();
+    let response = timeout(
+        WAIT,
+        realtime_kit::client::fetch(
+            http::Method::POST,
+            url,
+            &[("content-type", "application/json")],
+            body,
+        ),
+    )
+    .await
+    .expect("POST in time")
+    .expect("POST");
+    assert_eq!(response.status, 201, "{}", response.text());
+    response.json().expect("JSON")
+}
+
+/// In Chromium, through nginx over HTTP/2: the instance serving a page's stream is killed, the
+/// browser reconnects by itself with `Last-Event-ID`, nginx sends it to another instance, and
+/// the page has every message exactly once, in order.
+#[tokio::test]
+async fn a_killed_instance_s_page_resumes_on_another_without_loss_or_repeat() {
+    let Some(mut browser) = Browser::launch_with(&["--ignore-certificate-errors"]).await else {
+        return;
+    };
+    let Some(redis) = TestRedis::start().await else {
+        return;
+    };
+    let mut a = CrashableChat::start(redis.url());
+    let b = CrashableChat::start(redis.url());
+    // B as the backup: the page's stream starts on A, the one the test kills.
+    let upstream = [a.addr.to_string(), format!("{} backup", b.addr)];
+    let Some(nginx) = TestNginx::start(&upstream, "127.0.0.1:9").await else {
+        return;
+    };
+    let page = browser
+        .open(&format!("https://127.0.0.1:{}/messages", nginx.chat_https))
+        .await;
+    browser
+        .wait_for(
+            &page,
+            "location.protocol === 'https:' && document.readyState === 'complete'",
+            "location.href",
+        )
+        .await;
+    browser
+        .eval(
+            &page,
+            r#"
+              window.ids = [];
+              window.source = new EventSource("/events");
+              source.addEventListener("message", (event) => ids.push(JSON.parse(event.data).id));
+              new Promise((open) => source.addEventListener("open", () => open(true), { once: true }))
+            "#,
+        )
+        .await;
+    let front = format!("http://127.0.0.1:{}/messages", nginx.chat_http);
+    let mut posted = Vec::new();
+    for n in 0..3 {
+        posted.push(post_chat(&front, &format!("before {n}")).await["id"].clone());
+    }
+    browser
+        .wait_for(&page, "ids.length === 3", "JSON.stringify(ids)")
+        .await;
+    a.crash();
+    // Posted to B itself: a POST that nginx had sent on a kept-alive connection to A when A
+    // died is answered 502 and not retried (nginx never resends a non-idempotent request), so
+    // a page would show that error and let its user decide.
+    let on_b = format!("http://{}/messages", b.addr);
+    for n in 0..3 {
+        posted.push(post_chat(&on_b, &format!("after {n}")).await["id"].clone());
+    }
+    browser
+        .wait_for(&page, "ids.length >= 6", "JSON.stringify(ids)")
+        .await;
+    posted.push(post_chat(&on_b, "live").await["id"].clone());
+    browser
+        .wait_for(&page, "ids.length >= 7", "JSON.stringify(ids)")
+        .await;
+    assert_eq!(browser.eval(&page, "ids").await, json!(posted));
 }

@@ -13,6 +13,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod services;
+
 /// Long enough for a loaded CI machine, short enough that a hang fails fast.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -87,6 +89,12 @@ impl TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Ends the server's task at once, without its shutdown: what a crash looks like to
+    /// everything the task did itself (connections it had spawned go on until they end).
+    pub fn abort(&self) {
+        self.task.abort();
     }
 
     /// Fires the shutdown signal (if not yet) and waits until `run` has returned.

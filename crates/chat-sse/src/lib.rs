@@ -27,6 +27,10 @@
 //! | `POST /messages` | `{"user": .., "text": ..}` in, `201` with the stored message out |
 //! | `GET /messages?after=<id>` | the log as JSON, for clients without SSE |
 //! | `OPTIONS /events`, `/messages` | the CORS preflight (allowed origins come from `--allow-origin`) |
+//!
+//! One process holds the room by default. With `--redis URL` (or `REDIS_URL`) the log is a
+//! Redis Stream that any number of instances share: see `redis_log.rs` and the book's chapter
+//! "When one process is not enough".
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -37,6 +41,8 @@ use askama::Template;
 use bytes::Bytes;
 use futures_util::Stream;
 use http::{Method, Request, Response, StatusCode, header};
+use realtime_kit::backplane::redis::RedisError;
+use realtime_kit::backplane::{self, Backplane};
 use realtime_kit::request::{self, Cors};
 use realtime_kit::sse::{self, Event, MAX_EVENT_ID, SseResponse};
 use realtime_kit::{
@@ -45,7 +51,10 @@ use realtime_kit::{
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
+
+mod redis_log;
+use redis_log::SharedLog;
 
 /// The port `cargo run -p chat-sse` listens on.
 pub const DEFAULT_PORT: u16 = 3002;
@@ -82,6 +91,8 @@ pub struct Config {
     /// The server's limits (the body deadline among them) and the host names it answers
     /// (`--allow-host`).
     pub server: ServerOptions,
+    /// Where the log lives: in this process, or in Redis, shared with other instances.
+    pub backplane: Backplane,
 }
 
 impl Default for Config {
@@ -94,6 +105,7 @@ impl Default for Config {
             keep_alive: sse::DEFAULT_KEEP_ALIVE,
             cors: Cors::same_origin_only(),
             server: ServerOptions::default(),
+            backplane: Backplane::InProcess,
         }
     }
 }
@@ -109,17 +121,32 @@ pub async fn run(listener: TcpListener, config: Config, shutdown_signal: impl Fu
         config,
         shutdown: shutdown.clone(),
     });
-    realtime_kit::serve_with(
-        options,
-        listener,
-        shutdown_signal,
-        shutdown,
+    let handler = {
+        let app = app.clone();
         move |request| {
             let app = app.clone();
             async move { app.handle(request).await }
-        },
-    )
-    .await;
+        }
+    };
+    let serve = realtime_kit::serve_with(
+        options,
+        listener,
+        shutdown_signal,
+        shutdown.clone(),
+        handler,
+    );
+    match &app.room.shared {
+        None => serve.await,
+        // With Redis, two more jobs run beside the server, in this same future (not spawned):
+        // they stop with it, and a test that aborts it sees them stop as in a crash.
+        Some(shared) => {
+            tokio::join!(
+                serve,
+                redis_log::tail(&app.room, shared, &shutdown),
+                redis_log::share_presence(&app.room, shared, &shutdown),
+            );
+        }
+    }
 }
 // ANCHOR_END: run
 
@@ -183,9 +210,14 @@ impl App {
             Ok(posted) => posted,
             Err(rejection) => return rejection.into_response(),
         };
-        match posted.validate() {
-            Ok(valid) => respond::json(StatusCode::CREATED, &self.room.post(valid)),
-            Err(reason) => respond::error(StatusCode::UNPROCESSABLE_ENTITY, reason),
+        let valid = match posted.validate() {
+            Ok(valid) => valid,
+            Err(reason) => return respond::error(StatusCode::UNPROCESSABLE_ENTITY, reason),
+        };
+        match self.room.post(valid).await {
+            Ok(stored) => respond::json(StatusCode::CREATED, &stored),
+            // Only with Redis: nothing was stored, and the client is told when to try again.
+            Err(error) => backplane::unavailable(&error),
         }
     }
     // ANCHOR_END: post
@@ -211,6 +243,7 @@ impl App {
             Ok(after) => {
                 let (stored, lost) = self.room.history(after);
                 let messages = stored.iter().map(|stored| &stored.message).collect();
+                let lost = lost.count();
                 respond::json(StatusCode::OK, &History { messages, lost })
             }
             Err(reason) => respond::error(StatusCode::BAD_REQUEST, reason),
@@ -362,22 +395,74 @@ impl StoredMessage {
 // ANCHOR_END: message
 
 // ANCHOR: log
-/// The bounded message log. Ids have no holes: the log holds `oldest..next_id`, every id this
-/// server issued from `first_id` up to `oldest` has been dropped for space.
+/// The bounded message log. Ids only grow. In one process they have no holes; with Redis an
+/// instance can find holes in what it reads (entries trimmed before it read them, or a Redis
+/// restarted empty), and each entry remembers how many messages are missing just before it.
 #[derive(Debug)]
 struct ChatLog {
     /// The newest messages, oldest first; never more than `capacity`.
-    messages: VecDeque<Arc<StoredMessage>>,
+    entries: VecDeque<Entry>,
     /// How many messages the log keeps.
     capacity: usize,
-    /// The id of this run's first message. The log lives in memory and a restart empties it, so
-    /// ids start from the clock (microseconds since 1970): ids of a new run are above those of
-    /// every earlier one, and a browser resuming with an old `Last-Event-ID` gets every new
-    /// message instead of taking them for ones it has seen. (Ids stay below 2^53, exact in
-    /// JavaScript, until the year 2255.)
-    first_id: u64,
-    /// The id the next message gets.
+    /// The id the next message posted to this process gets (in one process only; with Redis
+    /// the id script allocates). The log lives in memory and a restart empties it, so ids start
+    /// from the clock (microseconds since 1970): ids of a new run are above those of every
+    /// earlier one, and a browser resuming with an old `Last-Event-ID` gets every new message
+    /// instead of taking them for ones it has seen. (Ids stay below 2^53, exact in JavaScript,
+    /// until the year 2255.)
     next_id: u64,
+    /// The newest id stored, or the one before the first: every stream starts at it.
+    newest: u64,
+}
+
+/// A message in the log and what is missing just before it.
+#[derive(Debug)]
+struct Entry {
+    /// The message and its encoded event.
+    stored: Arc<StoredMessage>,
+    /// Messages with ids between the previous entry and this one that nobody can be sent any
+    /// more: dropped from the front of this log, trimmed from Redis before this instance read
+    /// them, or lost with a Redis that restarted empty.
+    lost_before: Lost,
+}
+
+/// How many messages a client can no longer be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lost {
+    /// Exactly this many (the ids are dense, so the count is arithmetic).
+    Counted(u64),
+    /// An unknown number: Redis restarted empty, taking messages no instance had read.
+    Unknown,
+}
+
+impl Lost {
+    const NONE: Self = Self::Counted(0);
+
+    fn plus(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Counted(a), Self::Counted(b)) => Self::Counted(a + b),
+            _ => Self::Unknown,
+        }
+    }
+
+    /// Of the messages lost just before `id`, those a client that has seen up to `last_seen`
+    /// missed (`last_seen < id`).
+    fn after(self, id: u64, last_seen: u64) -> Self {
+        let between = id - last_seen - 1;
+        match self {
+            Self::Counted(lost) => Self::Counted(lost.min(between)),
+            Self::Unknown if between == 0 => Self::NONE,
+            Self::Unknown => Self::Unknown,
+        }
+    }
+
+    /// The number for JSON: `null` when unknown.
+    fn count(self) -> Option<u64> {
+        match self {
+            Self::Counted(lost) => Some(lost),
+            Self::Unknown => None,
+        }
+    }
 }
 
 /// What a client must be sent to catch up.
@@ -386,52 +471,76 @@ struct CatchUp {
     /// Index in the log of the first message to send.
     start: usize,
     /// Messages the client missed that the log no longer holds.
-    lost: u64,
+    lost: Lost,
 }
 
 impl ChatLog {
     fn new(capacity: usize, first_id: u64) -> Self {
         Self {
-            messages: VecDeque::with_capacity(capacity),
+            entries: VecDeque::with_capacity(capacity),
             capacity,
-            first_id,
             next_id: first_id,
+            newest: first_id.saturating_sub(1),
         }
     }
 
-    /// Stores a message under the next id, dropping the oldest if the log is full.
-    fn push(&mut self, valid: ValidMessage) -> Arc<StoredMessage> {
+    /// Stores a message posted to this process under the next id.
+    fn push(&mut self, valid: ValidMessage, time: String) -> Arc<StoredMessage> {
         let message = Message {
             id: self.next_id,
             user: valid.user,
             text: valid.text,
-            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            time,
         };
         self.next_id += 1;
         let stored = Arc::new(StoredMessage::new(message));
-        if self.messages.len() >= self.capacity {
-            self.messages.pop_front();
-        }
-        self.messages.push_back(stored.clone());
+        self.append(stored.clone(), Lost::NONE);
         stored
+    }
+
+    /// Appends a message whose id is above every stored one, dropping the oldest if the log is
+    /// full. The dropped message counts as lost before the new oldest.
+    fn append(&mut self, stored: Arc<StoredMessage>, lost_before: Lost) {
+        self.newest = stored.message.id;
+        self.entries.push_back(Entry {
+            stored,
+            lost_before,
+        });
+        if self.entries.len() > self.capacity
+            && let Some(dropped) = self.entries.pop_front()
+            && let Some(oldest) = self.entries.front_mut()
+        {
+            oldest.lost_before = oldest
+                .lost_before
+                .plus(dropped.lost_before)
+                .plus(Lost::Counted(1));
+        }
     }
 
     /// Where a client resumes: after `last_seen` (its `Last-Event-ID`), or, for a new client,
     /// `backlog` messages before the newest.
     fn catch_up(&self, last_seen: Option<u64>, backlog: usize) -> CatchUp {
         let Some(last_seen) = last_seen else {
-            let start = self.messages.len().saturating_sub(backlog);
-            return CatchUp { start, lost: 0 };
+            let start = self.entries.len().saturating_sub(backlog);
+            return CatchUp {
+                start,
+                lost: Lost::NONE,
+            };
         };
-        let oldest = self.messages.front().map_or(self.next_id, |m| m.message.id);
-        let wanted = last_seen + 1; // last_seen <= MAX_EVENT_ID: no overflow
-        // No holes, so the position of an id is arithmetic. An id from before this run gets the
-        // whole log; an id newer than any message gets nothing.
-        let start = wanted
-            .saturating_sub(oldest)
-            .min(self.messages.len() as u64) as usize;
-        // Dropped ids are `first_id..oldest`; the client lost those above `last_seen`.
-        let lost = oldest.saturating_sub(wanted.max(self.first_id));
+        // Ids grow, so the resume point is a binary search. An id from before this log gets the
+        // whole log; an id newer than any message (from an instance whose tail is ahead of
+        // this one's) gets nothing.
+        let start = self
+            .entries
+            .partition_point(|entry| entry.stored.message.id <= last_seen);
+        let mut lost = Lost::NONE;
+        for (n, entry) in self.entries.range(start..).enumerate() {
+            lost = lost.plus(if n == 0 {
+                entry.lost_before.after(entry.stored.message.id, last_seen)
+            } else {
+                entry.lost_before
+            });
+        }
         CatchUp { start, lost }
     }
 }
@@ -442,39 +551,62 @@ impl ChatLog {
 struct History<'a> {
     /// The messages after `after` (or the backlog), oldest first.
     messages: Vec<&'a Message>,
-    /// Messages after `after` that the log no longer holds.
-    lost: u64,
+    /// Messages after `after` that the log no longer holds (`null`: an unknown number).
+    lost: Option<u64>,
 }
 
 // ANCHOR: room
 /// The chat room: the log, the fan-out to every stream, and who is online.
 struct ChatRoom {
-    /// The log, behind one lock that both posting and subscribing take. Posting stores a message
-    /// and broadcasts it under the lock; subscribing copies the catch-up and joins the broadcast
-    /// under it. So each message is either in a new stream's catch-up or in its live feed,
-    /// never both, never neither. Nothing under the lock waits: it is held for microseconds.
+    /// The log, behind one lock that both storing and subscribing take. Storing appends a
+    /// message and broadcasts it under the lock; subscribing copies the catch-up and joins the
+    /// broadcast under it. So each message is either in a new stream's catch-up or in its live
+    /// feed, never both, never neither. Nothing under the lock waits: it is held for
+    /// microseconds.
     log: Mutex<ChatLog>,
     /// The fan-out hub: every stream holds a receiver. Bounded to `max_lag` events; a stream
     /// that falls further behind is closed (see [`ChatStream::next_event`]).
-    live: broadcast::Sender<Bytes>,
+    live: broadcast::Sender<Live>,
     /// Messages a new client receives first.
     backlog: usize,
     /// The number of open streams, pushed as `presence` events.
     online: Arc<Online>,
+    /// With Redis: the shared log this instance posts to and tails. `None` in one process.
+    shared: Option<SharedLog>,
+}
+
+/// A message as the live feed carries it.
+#[derive(Debug, Clone)]
+struct Live {
+    /// Its id, so a stream that is already past it (it resumed with a newer `Last-Event-ID`)
+    /// skips it.
+    id: u64,
+    /// Messages lost just before it; a stream that did not see them gets a `gap` event first.
+    lost_before: Lost,
+    /// The encoded event.
+    event: Bytes,
 }
 
 impl ChatRoom {
     fn new(config: &Config) -> Self {
-        let first_id = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |since| since.as_micros() as u64);
         let history = config.history.max(1);
+        let (first_id, shared) = match &config.backplane {
+            Backplane::InProcess => {
+                let first_id = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(1, |since| since.as_micros() as u64);
+                (first_id, None)
+            }
+            // Ids come from Redis; until the tail has read the log there is nothing, at 0.
+            Backplane::Redis(redis) => (1, Some(SharedLog::new(redis.clone(), history))),
+        };
         Self {
             log: Mutex::new(ChatLog::new(history, first_id)),
             // `broadcast::channel` panics on 0.
             live: broadcast::channel(config.max_lag.max(1)).0,
             backlog: config.backlog.min(history),
-            online: Arc::new(Online::new()),
+            online: Arc::new(Online::new(shared.is_some())),
+            shared,
         }
     }
 
@@ -484,47 +616,78 @@ impl ChatRoom {
         self.log.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Stores a valid message and sends it to every open stream.
-    fn post(&self, valid: ValidMessage) -> Message {
+    /// Stores a valid message and sends it to every open stream. In one process this cannot
+    /// fail; with Redis it fails when Redis cannot be reached, and then nothing was stored.
+    async fn post(&self, valid: ValidMessage) -> Result<Message, RedisError> {
+        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let Some(shared) = &self.shared else {
+            let mut log = self.lock_log();
+            let stored = log.push(valid, time);
+            // Sent under the lock, so the broadcast order is the id order. An error only means
+            // no stream is open; the message is in the log for whoever comes.
+            let _ = self.live.send(Live {
+                id: stored.message.id,
+                lost_before: Lost::NONE,
+                event: stored.event.clone(),
+            });
+            return Ok(stored.message.clone());
+        };
+        // With Redis the message reaches the streams of this instance as of every other one:
+        // through the tail, in the log's order.
+        let newest_seen = self.lock_log().newest;
+        shared.append(valid, time, newest_seen).await
+    }
+
+    /// Appends messages read from the shared log and sends them to every open stream.
+    fn deliver(&self, read: impl IntoIterator<Item = (Arc<StoredMessage>, Lost)>) {
         let mut log = self.lock_log();
-        let stored = log.push(valid);
-        // Sent under the lock, so the broadcast order is the id order. An error only means no
-        // stream is open; the message is in the log for whoever comes.
-        let _ = self.live.send(stored.event.clone());
-        stored.message.clone()
+        for (stored, lost_before) in read {
+            let _ = self.live.send(Live {
+                id: stored.message.id,
+                lost_before,
+                event: stored.event.clone(),
+            });
+            log.append(stored, lost_before);
+        }
+    }
+
+    /// The newest id this instance holds.
+    fn newest(&self) -> u64 {
+        self.lock_log().newest
     }
 
     /// A client's stream: a `gap` event if the log no longer reaches back to `last_seen`, the
     /// messages it missed (or the backlog), then live events until it disconnects or lags.
     fn subscribe(&self, last_seen: Option<u64>) -> impl Stream<Item = Bytes> + Send + 'static {
-        let (pending, live) = {
+        let (pending, live, position) = {
             let log = self.lock_log();
             let live = self.live.subscribe();
             let CatchUp { start, lost } = log.catch_up(last_seen, self.backlog);
-            let mut pending = VecDeque::with_capacity(log.messages.len() - start + 1);
-            if lost > 0 {
+            let mut pending = VecDeque::with_capacity(log.entries.len() - start + 1);
+            if lost != Lost::NONE {
                 pending.push_back(gap_event(lost));
             }
-            pending.extend(log.messages.range(start..).map(|m| m.event.clone()));
+            pending.extend(log.entries.range(start..).map(|e| e.stored.event.clone()));
             // Every stream starts with a position, even one with no message to send: an `id:`
             // field alone sets the browser's last event id without dispatching anything. A
             // client closed before its first message (for lagging, say) then still resumes
             // from where it started, instead of reconnecting as a new client and getting the
             // backlog in place of what it missed.
-            let newest = log.next_id - 1;
-            let position = match log.messages.back() {
-                Some(last) if start < log.messages.len() => Some(last.message.id),
+            let newest = log.newest;
+            let position = match log.entries.back() {
+                Some(last) if start < log.entries.len() => Some(last.stored.message.id),
                 _ => last_seen,
             };
             if position.is_none_or(|position| position < newest) {
                 pending.push_back(position_event(newest));
             }
-            (pending, live)
+            (pending, live, position.map_or(newest, |p| p.max(newest)))
         };
         let (online, presence) = self.online.join();
         let stream = ChatStream {
             pending,
             live,
+            position,
             presence,
             _online: online,
             closing: false,
@@ -537,10 +700,11 @@ impl ChatRoom {
 
     /// The messages after `after` (or the backlog), and how many after it were dropped, for
     /// `GET /messages`. Only pointers are copied under the lock; serialising happens after it.
-    fn history(&self, after: Option<u64>) -> (Vec<Arc<StoredMessage>>, u64) {
+    fn history(&self, after: Option<u64>) -> (Vec<Arc<StoredMessage>>, Lost) {
         let log = self.lock_log();
         let CatchUp { start, lost } = log.catch_up(after, self.backlog);
-        (log.messages.range(start..).cloned().collect(), lost)
+        let stored = log.entries.range(start..).map(|e| e.stored.clone());
+        (stored.collect(), lost)
     }
 }
 
@@ -552,12 +716,13 @@ fn position_event(id: u64) -> Bytes {
         .encode()
 }
 
-/// A `gap` event: the log no longer holds `lost` messages this client missed.
-fn gap_event(lost: u64) -> Bytes {
+/// A `gap` event: the log no longer holds `lost` messages this client missed (`null` when
+/// nobody can know how many: Redis restarted empty).
+fn gap_event(lost: Lost) -> Bytes {
     Event::new()
         .event("gap")
         .expect("a fixed name is a single line")
-        .data(serde_json::json!({ "lost": lost }).to_string())
+        .data(serde_json::json!({ "lost": lost.count() }).to_string())
         .encode()
 }
 // ANCHOR_END: room
@@ -568,7 +733,11 @@ struct ChatStream {
     /// The catch-up: a `gap` event and missed messages, sent before anything live.
     pending: VecDeque<Bytes>,
     /// Live messages, in id order.
-    live: broadcast::Receiver<Bytes>,
+    live: broadcast::Receiver<Live>,
+    /// The newest id this client has (sent, or claimed by its `Last-Event-ID`): live messages
+    /// up to it are skipped, so a client that comes from an instance further ahead gets no
+    /// message twice.
+    position: u64,
     /// The latest `presence` event.
     presence: watch::Receiver<Presence>,
     /// Counts this stream as online until the stream is dropped.
@@ -580,37 +749,47 @@ struct ChatStream {
 impl ChatStream {
     /// The next event to write, or `None` to end the response.
     async fn next_event(&mut self) -> Option<Bytes> {
-        if let Some(event) = self.pending.pop_front() {
-            return Some(event);
-        }
-        if self.closing {
-            return None;
-        }
-        tokio::select! {
-            biased;
-            changed = self.presence.changed() => {
-                changed.ok()?;
-                Some(self.presence.borrow_and_update().event.clone())
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
             }
-            received = self.live.recv() => match received {
-                Ok(event) => Some(event),
-                // The slow-reader policy. The channel has overwritten events this stream had
-                // not sent yet; skipping them would be silent loss, and waiting for the stream
-                // would hold up everyone else. So end the response: the browser reconnects with
-                // the id of the last event it did receive and catches up from the log.
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::info!(missed, "closing a stream that fell behind; it resumes from Last-Event-ID");
-                    self.closing = true;
-                    Some(
-                        Event::new()
-                            .comment(format!(
-                                "closing: this stream fell {missed} events behind; reconnect with Last-Event-ID to catch up"
-                            ))
-                            .encode(),
-                    )
+            if self.closing {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                changed = self.presence.changed() => {
+                    changed.ok()?;
+                    return Some(self.presence.borrow_and_update().event.clone());
                 }
-                Err(RecvError::Closed) => None,
-            },
+                received = self.live.recv() => match received {
+                    Ok(live) if live.id <= self.position => continue,
+                    Ok(live) => {
+                        let lost = live.lost_before.after(live.id, self.position);
+                        self.position = live.id;
+                        if lost != Lost::NONE {
+                            self.pending.push_back(gap_event(lost));
+                        }
+                        self.pending.push_back(live.event);
+                    }
+                    // The slow-reader policy. The channel has overwritten events this stream had
+                    // not sent yet; skipping them would be silent loss, and waiting for the stream
+                    // would hold up everyone else. So end the response: the browser reconnects with
+                    // the id of the last event it did receive and catches up from the log.
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::info!(missed, "closing a stream that fell behind; it resumes from Last-Event-ID");
+                        self.closing = true;
+                        return Some(
+                            Event::new()
+                                .comment(format!(
+                                    "closing: this stream fell {missed} events behind; reconnect with Last-Event-ID to catch up"
+                                ))
+                                .encode(),
+                        );
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+            }
         }
     }
 }
@@ -621,6 +800,11 @@ impl ChatStream {
 struct Online {
     /// The count itself: each stream holds one until it is dropped, however it ends.
     streams: Gauge,
+    /// With Redis, the count shown is the sum over every instance, which `share_presence`
+    /// fetches; a change here only wakes it. In one process the count is shown directly.
+    shared: bool,
+    /// Wakes `share_presence` when this instance's count changed.
+    changed: Notify,
     /// The latest count, encoded once. A watch channel holds only the newest value, the right
     /// shape for a number that changes: a busy stream skips straight to the current count
     /// instead of queueing every step (messages, which must all arrive, go through the log).
@@ -656,9 +840,11 @@ struct OnlineGuard {
 }
 
 impl Online {
-    fn new() -> Self {
+    fn new(shared: bool) -> Self {
         Self {
             streams: Gauge::new(),
+            shared,
+            changed: Notify::new(),
             latest: watch::channel(Presence::new(0)).0,
         }
     }
@@ -676,15 +862,26 @@ impl Online {
         (guard, presence)
     }
 
-    /// Publishes the count if it changed. The gauge is read under the channel's lock, so when
-    /// streams join and leave at once the last count published is the true one.
+    /// Publishes the count if it changed (with Redis: asks for the sum over all instances). The
+    /// gauge is read under the channel's lock, so when streams join and leave at once the last
+    /// count published is the true one.
     fn announce(&self) {
+        if self.shared {
+            self.changed.notify_one();
+        } else {
+            self.show(|| self.streams.get());
+        }
+    }
+
+    /// Publishes the count `online()` reads, inside the channel's lock, if it is not the one
+    /// shown.
+    fn show(&self, online: impl FnOnce() -> usize) {
         self.latest.send_if_modified(|shown| {
-            let now = self.streams.get();
-            if shown.online == now {
+            let online = online();
+            if shown.online == online {
                 return false;
             }
-            *shown = Presence::new(now);
+            *shown = Presence::new(online);
             true
         });
     }
@@ -715,21 +912,130 @@ mod tests {
     fn catch_up_positions_and_losses() {
         let mut log = ChatLog::new(3, 100);
         for text in ["a", "b", "c", "d", "e"] {
-            log.push(valid(text));
+            log.push(valid(text), String::new());
         }
         // The log holds ids 102, 103, 104; 100 and 101 were dropped.
         let at = |last_seen| log.catch_up(Some(last_seen), 2);
-        assert_eq!(at(104), CatchUp { start: 3, lost: 0 });
-        assert_eq!(at(102), CatchUp { start: 1, lost: 0 });
-        assert_eq!(at(101), CatchUp { start: 0, lost: 0 });
-        assert_eq!(at(100), CatchUp { start: 0, lost: 1 });
-        assert_eq!(at(99), CatchUp { start: 0, lost: 2 });
+        assert_eq!(
+            at(104),
+            CatchUp {
+                start: 3,
+                lost: Lost::Counted(0)
+            }
+        );
+        assert_eq!(
+            at(102),
+            CatchUp {
+                start: 1,
+                lost: Lost::Counted(0)
+            }
+        );
+        assert_eq!(
+            at(101),
+            CatchUp {
+                start: 0,
+                lost: Lost::Counted(0)
+            }
+        );
+        assert_eq!(
+            at(100),
+            CatchUp {
+                start: 0,
+                lost: Lost::Counted(1)
+            }
+        );
+        assert_eq!(
+            at(99),
+            CatchUp {
+                start: 0,
+                lost: Lost::Counted(2)
+            }
+        );
         // From an earlier run: all of this run's messages, and the ones this run dropped.
-        assert_eq!(at(5), CatchUp { start: 0, lost: 2 });
+        assert_eq!(
+            at(5),
+            CatchUp {
+                start: 0,
+                lost: Lost::Counted(2)
+            }
+        );
         // Newer than anything issued: nothing to send.
-        assert_eq!(at(1000), CatchUp { start: 3, lost: 0 });
-        assert_eq!(log.catch_up(None, 2), CatchUp { start: 1, lost: 0 });
-        assert_eq!(log.catch_up(None, 10), CatchUp { start: 0, lost: 0 });
+        assert_eq!(
+            at(1000),
+            CatchUp {
+                start: 3,
+                lost: Lost::Counted(0)
+            }
+        );
+        assert_eq!(
+            log.catch_up(None, 2),
+            CatchUp {
+                start: 1,
+                lost: Lost::Counted(0)
+            }
+        );
+        assert_eq!(
+            log.catch_up(None, 10),
+            CatchUp {
+                start: 0,
+                lost: Lost::Counted(0)
+            }
+        );
+    }
+
+    /// With Redis an instance can read holes: a trimmed run is counted, a Redis restarted empty
+    /// is an unknown loss, and only for clients that had not seen past the hole.
+    #[test]
+    fn holes_in_the_shared_log_are_reported_to_those_who_missed_them() {
+        let stored = |id| {
+            Arc::new(StoredMessage::new(Message {
+                id,
+                user: "ann".into(),
+                text: "t".into(),
+                time: String::new(),
+            }))
+        };
+        let mut log = ChatLog::new(10, 1);
+        log.append(stored(10), Lost::NONE);
+        log.append(stored(15), Lost::Counted(4)); // 11..=14 trimmed before this instance read them
+        log.append(stored(1_000_000), Lost::Unknown); // Redis restarted empty
+        let at = |last_seen| log.catch_up(Some(last_seen), 2);
+        assert_eq!(
+            at(10),
+            CatchUp {
+                start: 1,
+                lost: Lost::Unknown
+            }
+        );
+        assert_eq!(
+            at(15),
+            CatchUp {
+                start: 2,
+                lost: Lost::Unknown
+            }
+        );
+        assert_eq!(
+            at(999_999),
+            CatchUp {
+                start: 2,
+                lost: Lost::NONE
+            }
+        );
+        assert_eq!(
+            at(12),
+            CatchUp {
+                start: 1,
+                lost: Lost::Unknown
+            }
+        );
+        assert_eq!(Lost::Counted(4).after(15, 12), Lost::Counted(2));
+        assert_eq!(
+            at(1_000_000),
+            CatchUp {
+                start: 3,
+                lost: Lost::NONE
+            }
+        );
     }
 
     /// The query of `GET /messages` is nothing or one numeric `after`.

@@ -1,5 +1,6 @@
 //! `cargo run -p chat-sse [-- --port 3002 --allow-origin http://localhost:8080]`: serves the chat
-//! until Ctrl-C. The demo itself is in `lib.rs`; this file only reads the arguments and binds.
+//! until Ctrl-C. Add `--redis redis://127.0.0.1:6379` (or set `REDIS_URL`) to share the room
+//! with every other instance given the same Redis. The demo itself is in `lib.rs`; this file only reads the arguments and binds.
 //!
 //! The timings can be changed too, by flag or environment variable (`--max-lag` or `MAX_LAG`,
 //! `--keep-alive-ms` or `KEEP_ALIVE_MS`, `--stall-timeout-ms` or `STALL_TIMEOUT_MS`, ...): the
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use realtime_kit::ServerOptions;
+use realtime_kit::backplane::BackplaneArgs;
 use realtime_kit::config::{self, DirectStreamArgs, ListenArgs};
 use realtime_kit::request::Cors;
 
@@ -22,6 +24,9 @@ struct Args {
 
     #[command(flatten)]
     streams: DirectStreamArgs,
+
+    #[command(flatten)]
+    backplane: BackplaneArgs,
 
     /// Messages kept in memory for reconnecting clients and `GET /messages`.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -69,6 +74,7 @@ async fn main() -> realtime_kit::Result<()> {
         keep_alive: keep_alive.unwrap_or(chat_sse::Config::default().keep_alive),
         cors,
         server,
+        backplane: args.backplane.backplane()?,
     };
     chat_sse::run(listener, chat, config::shutdown_signal()).await;
     Ok(())

@@ -11,11 +11,13 @@
 //! | [`request`] | a JSON body read with a Content-Type check, a size limit and a deadline, and CORS for listed origins |
 //! | [`respond`] | HTML pages from askama templates, JSON, and errors as `{"error": ...}` |
 //! | [`config`] | `--port`/`--bind`, the "listening on" line, logging and the Ctrl-C signal |
+//! | [`backplane`] | the seam between one process and N: in-process by default, Redis with `--redis URL`, and the connections and `503` that go with it |
 //! | [`ws`] | WebSocket on hyper: handshake, `Origin` check, per-socket limits, the upgrade |
 //!
 //! Nothing here is a framework: a demo still matches on method and path itself and builds its own
 //! responses, so the protocol stays visible.
 
+pub mod backplane;
 pub mod client;
 pub mod config;
 mod direct;

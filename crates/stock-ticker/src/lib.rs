@@ -25,8 +25,12 @@
 //! | `GET /quotes/ws` | WebSocket: send `{"type":"subscribe","symbols":["A"]}`, get a snapshot, then quotes |
 //! | `GET /symbols` | the listed symbols, as JSON |
 //! | `GET /stats` | open streams and sockets, the latest sequence number, as JSON |
+//!
+//! With `--redis URL`, several instances serve one market: one runs it (`--role market`), the
+//! others serve what it publishes; see `redis_feed.rs`.
 
 pub mod market;
+mod redis_feed;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,6 +40,7 @@ use askama::Template;
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use http::{Method, Request, Response, StatusCode};
+use realtime_kit::backplane::Backplane;
 use realtime_kit::sse::{self, Event, SseResponse};
 use realtime_kit::ws::{self, Beat, Heartbeat, Limits, OriginPolicy, WebSocket};
 use realtime_kit::{Gauge, RequestBody, ResponseBody, ServerOptions, Shutdown, respond};
@@ -77,6 +82,22 @@ pub struct Config {
     pub send_timeout: Duration,
     /// The server's limits and the host names it answers (`--allow-host`).
     pub server: ServerOptions,
+    /// Where the quotes come from and go: this process only, or Redis.
+    pub backplane: Backplane,
+    /// With Redis: whether this instance runs the market or serves it. Ignored without Redis,
+    /// where the one process does both.
+    pub role: Role,
+}
+
+/// The part an instance plays when several share one market through Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Runs the market (and serves it). Exactly one instance may: two would publish two
+    /// different markets under the same symbols.
+    #[default]
+    Market,
+    /// Serves the market another instance publishes.
+    Serve,
 }
 
 impl Default for Config {
@@ -93,6 +114,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(35),
             send_timeout: Duration::from_secs(30),
             server: ServerOptions::default(),
+            backplane: Backplane::InProcess,
+            role: Role::Market,
         }
     }
 }
@@ -340,12 +363,34 @@ impl Feed {
             .map(|quote| Arc::new(WireQuote::new(quote)))
             .collect();
         let (publish, board) = watch::channel(opening);
-        shutdown.spawn(run_market(
-            market,
-            config.update_interval,
-            publish,
-            shutdown.clone(),
-        ));
+        match (&config.backplane, config.role) {
+            // The board is filled from Redis; this instance's own market is only the opening
+            // prices (the same seed gives the same ones), shown until the first quotes arrive.
+            (Backplane::Redis(redis), Role::Serve) => {
+                let symbols = config.symbols.iter().map(|s| s.symbol.clone()).collect();
+                shutdown.spawn(redis_feed::follow_market(
+                    redis.clone(),
+                    symbols,
+                    publish,
+                    shutdown.clone(),
+                ));
+            }
+            (backplane, _) => {
+                if let Backplane::Redis(redis) = backplane {
+                    shutdown.spawn(redis_feed::publish_market(
+                        redis.clone(),
+                        board.clone(),
+                        shutdown.clone(),
+                    ));
+                }
+                shutdown.spawn(run_market(
+                    market,
+                    config.update_interval,
+                    publish,
+                    shutdown.clone(),
+                ));
+            }
+        }
         Self {
             board,
             symbols: config.symbols.clone().into(),

@@ -1,5 +1,6 @@
 //! `cargo run -p stock-ticker [-- --seed 7 --updates-per-second 20 --symbols ACME,HOOL]`:
-//! serves the simulated market until Ctrl-C. The demo itself is in `lib.rs`; this file only
+//! serves the simulated market until Ctrl-C. With `--redis URL`, one instance runs the market
+//! (`--role market`) and any number of others serve it (`--role serve`, the default with Redis). The demo itself is in `lib.rs`; this file only
 //! reads the arguments and binds.
 //!
 //! The market and the timings can be set by environment variable too (`SEED`,
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use realtime_kit::ServerOptions;
+use realtime_kit::backplane::BackplaneArgs;
 use realtime_kit::config::{self, DirectStreamArgs, ListenArgs};
 use realtime_kit::ws::OriginPolicy;
 use stock_ticker::market::{self, SymbolSpec};
@@ -24,6 +26,14 @@ struct Args {
 
     #[command(flatten)]
     streams: DirectStreamArgs,
+
+    #[command(flatten)]
+    backplane: BackplaneArgs,
+
+    /// With --redis: `market` runs the market and publishes it (start exactly one), `serve`
+    /// serves what the market instance publishes. [default with --redis: serve]
+    #[arg(long, value_parser = ["market", "serve"])]
+    role: Option<String>,
 
     /// Decides every price: the same seed gives the same market.
     #[arg(long, env = "SEED", default_value_t = 2026)]
@@ -86,6 +96,17 @@ async fn main() -> realtime_kit::Result<()> {
     if symbols.is_empty() {
         symbols = market::default_symbols();
     }
+    let backplane = args.backplane.backplane()?;
+    let role = match (args.role.as_deref(), args.backplane.redis.is_some()) {
+        (Some("market"), true) => stock_ticker::Role::Market,
+        (Some(_) | None, true) => stock_ticker::Role::Serve,
+        (None, false) => stock_ticker::Role::Market,
+        (Some(_), false) => {
+            return Err(
+                "--role needs --redis: alone, one process runs the market and serves it".into(),
+            );
+        }
+    };
     let origins = OriginPolicy::allow(&args.allow_origin)?;
     let server = ServerOptions {
         direct_streams: args.streams.direct_streams,
@@ -105,6 +126,8 @@ async fn main() -> realtime_kit::Result<()> {
         idle_timeout: config::millis_or(args.idle_timeout_ms, defaults.idle_timeout),
         origins,
         server,
+        backplane,
+        role,
         ..defaults
     };
     stock_ticker::run(listener, ticker, config::shutdown_signal()).await;

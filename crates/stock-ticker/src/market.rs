@@ -8,7 +8,7 @@
 //! Prices are integer cents, as an exchange quotes them in ticks: no float ever reaches a client,
 //! so `0.1 + 0.2` never shows up as `0.30000000000000004` on the page.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 // ANCHOR: symbol_spec
 /// One listed symbol and how its price moves.
@@ -78,7 +78,7 @@ pub fn default_symbols() -> Vec<SymbolSpec> {
 
 // ANCHOR: quote
 /// One price update of one symbol: what every client receives, as JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Quote {
     /// The market-wide sequence number: one more for every update of any symbol, so a client
     /// can order quotes and tell which is newer. Also the event `id` on the SSE stream.
