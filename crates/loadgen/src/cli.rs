@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::measure::Report;
 use crate::scenarios;
 
 /// Load scenarios against a running demo, over loopback.
@@ -113,6 +114,29 @@ enum Scenario {
         #[arg(long, value_parser = parse_seconds, default_value = "10")]
         duration: Duration,
     },
+    /// The machine's floor for fan-out: raw loopback TCP writes to N sockets from W threads,
+    /// read by a second process (a port of the C baseline, fanout_floor.c). Needs no server.
+    Floor {
+        /// How many messages to write to every socket, 200 ms apart.
+        #[arg(long, default_value_t = 20)]
+        rounds: u32,
+        /// Bytes per message (at least 12: the round and the send time).
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Writer threads, each writing to its own slice of the sockets.
+        #[arg(long, default_value_t = 1)]
+        writers: usize,
+    },
+    /// The reading side of `floor`, which runs it in a process of its own.
+    #[command(hide = true)]
+    FloorReader {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        rounds: u32,
+        #[arg(long)]
+        size: usize,
+    },
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -127,14 +151,30 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 pub(crate) fn main() -> realtime_kit::Result<()> {
     let args = Args::parse();
     check_loopback(&args.common.url)?;
+    // The floor runs on OS threads and blocking sockets only: no runtime to measure.
+    let report = match args.scenario {
+        Scenario::Floor {
+            rounds,
+            size,
+            writers,
+        } => crate::floor::floor(&args.common, rounds, size, writers)?,
+        Scenario::FloorReader { port, rounds, size } => {
+            return crate::floor::floor_reader(&args.common, port, rounds, size);
+        }
+        scenario => run_async(&args.common, scenario)?,
+    };
+    print_report(&args.common, &report)
+}
+
+/// Runs one of the scenarios that talk to a demo, on a one-thread runtime.
+fn run_async(common: &Common, scenario: Scenario) -> realtime_kit::Result<Report> {
     // One worker thread: the server under test needs the other core.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let report = runtime.block_on(async {
-        let common = &args.common;
+    runtime.block_on(async {
         let run = async {
-            match args.scenario {
+            match scenario {
                 Scenario::SseIdle { hold } => scenarios::sse_idle(common, hold).await,
                 Scenario::WsIdle { hold } => scenarios::ws_idle(common, hold).await,
                 Scenario::ClockSpread { ticks } => scenarios::clock_spread(common, ticks).await,
@@ -146,11 +186,18 @@ pub(crate) fn main() -> realtime_kit::Result<()> {
                     size,
                     duration,
                 } => scenarios::ws_throughput(common, senders, window, size, duration).await,
+                Scenario::Floor { .. } | Scenario::FloorReader { .. } => {
+                    unreachable!("the floor runs without a runtime")
+                }
             }
         };
         run.await
-    })?;
-    if let Some(path) = &args.common.json_file {
+    })
+}
+
+/// Prints the report as a table or one JSON line, and appends the line to `--json-file`.
+fn print_report(common: &Common, report: &Report) -> realtime_kit::Result<()> {
+    if let Some(path) = &common.json_file {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -159,7 +206,7 @@ pub(crate) fn main() -> realtime_kit::Result<()> {
         writeln!(file, "{}", report.to_json())
             .map_err(|error| format!("{}: {error}", path.display()))?;
     }
-    if args.common.json {
+    if common.json {
         println!("{}", report.to_json());
     } else {
         print!("{report}");
