@@ -92,6 +92,12 @@ enum Scenario {
         /// How many messages to post, one after the other.
         #[arg(long, default_value_t = 20)]
         rounds: u64,
+        /// The event stream's path under the URL (the Node replica's is `/message-stream`).
+        #[arg(long, default_value = "/events")]
+        stream_path: String,
+        /// The path messages are posted to as `{"user","text"}` (the Node replica's `/message`).
+        #[arg(long, default_value = "/messages")]
+        post_path: String,
     },
     /// WebSocket broadcast fan-out: time from a send until each of N clients has it.
     WsFanout {
@@ -178,7 +184,11 @@ fn run_async(common: &Common, scenario: Scenario) -> realtime_kit::Result<Report
                 Scenario::SseIdle { hold } => scenarios::sse_idle(common, hold).await,
                 Scenario::WsIdle { hold } => scenarios::ws_idle(common, hold).await,
                 Scenario::ClockSpread { ticks } => scenarios::clock_spread(common, ticks).await,
-                Scenario::ChatFanout { rounds } => scenarios::chat_fanout(common, rounds).await,
+                Scenario::ChatFanout {
+                    rounds,
+                    stream_path,
+                    post_path,
+                } => scenarios::chat_fanout(common, rounds, &stream_path, &post_path).await,
                 Scenario::WsFanout { rounds } => scenarios::ws_fanout(common, rounds).await,
                 Scenario::WsThroughput {
                     senders,
