@@ -98,6 +98,11 @@ enum Scenario {
         /// The path messages are posted to as `{"user","text"}` (the Node replica's `/message`).
         #[arg(long, default_value = "/messages")]
         post_path: String,
+        /// While the streams open, post a message every 100 ms (not a measured round): for a
+        /// server that sends a stream's response head only with its first event, as Node's
+        /// `res.writeHead` does until the first `write`.
+        #[arg(long)]
+        prime_streams: bool,
     },
     /// WebSocket broadcast fan-out: time from a send until each of N clients has it.
     WsFanout {
@@ -188,7 +193,11 @@ fn run_async(common: &Common, scenario: Scenario) -> realtime_kit::Result<Report
                     rounds,
                     stream_path,
                     post_path,
-                } => scenarios::chat_fanout(common, rounds, &stream_path, &post_path).await,
+                    prime_streams,
+                } => {
+                    let paths = (stream_path.as_str(), post_path.as_str());
+                    scenarios::chat_fanout(common, rounds, paths, prime_streams).await
+                }
                 Scenario::WsFanout { rounds } => scenarios::ws_fanout(common, rounds).await,
                 Scenario::WsThroughput {
                     senders,

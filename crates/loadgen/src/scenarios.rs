@@ -541,25 +541,46 @@ impl Rounds {
 }
 
 /// `chat-fanout`: POST a message, time until each of N streams has it. The stream is read from
-/// `stream_path` and messages posted to `post_path`, both under the URL.
+/// `paths.0` and messages posted to `paths.1`, both under the URL; with `prime`, messages that
+/// are not rounds are posted while the streams open (see `--prime-streams`).
 pub(crate) async fn chat_fanout(
     common: &Common,
     rounds: u64,
-    stream_path: &str,
-    post_path: &str,
+    (stream_path, post_path): (&str, &str),
+    prime: bool,
 ) -> realtime_kit::Result<Report> {
     let mut report = Report::new("chat-fanout");
     let base = common.url.trim_end_matches('/');
     let before = (server_usage(common)?, Usage::of(None)?);
     let fanout = Rounds::new(rounds);
-    let (opened, tally) = open_sse(common, &format!("{base}{stream_path}"), |_| {
+    let post_url = format!("{base}{post_path}");
+    let stream_url = format!("{base}{stream_path}");
+    let opening = open_sse(common, &stream_url, |_| {
         let fanout = fanout.clone();
         move |event: MessageEvent, stamp| fanout.arrived(&event.data, Instant::now(), stamp)
-    })
-    .await?;
+    });
+    // Each post releases the heads of the streams opened so far; its text carries no round,
+    // so it never counts, and settle() below waits for its deliveries to end.
+    let primer = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let body = json!({ "user": "loadgen", "text": "opening the streams" }).to_string();
+            let headers = [("content-type", "application/json")];
+            if let Err(error) = client::fetch(http::Method::POST, &post_url, &headers, body).await {
+                return error;
+            }
+        }
+    };
+    let (opened, tally) = if prime {
+        tokio::select! {
+            opened = opening => opened?,
+            error = primer => return Err(format!("priming the streams: {error}").into()),
+        }
+    } else {
+        opening.await?
+    };
     connections_row(&mut report, common.clients, &opened);
     let connected = opened.clients.len();
-    let post_url = format!("{base}{post_path}");
     let progress = progress_bar(rounds, "rounds");
     settle(|| tally.events.load(Ordering::Relaxed)).await;
     let server_from = server_usage(common)?;
