@@ -6,11 +6,19 @@
 # already served and dropped 10,000 clients reuses their freed memory, and its RSS no longer
 # grows with new ones.
 #
+# Absolute times on a shared machine move by 2-3x from day to day, so every fan-out figure is
+# also printed as a ratio to two references measured in the same run (see
+# /work/shared/baselines/README.md): the machine's floor (raw TCP writes to N sockets, the C
+# file fanout_floor.c next to loadgen's port of it, `loadgen floor`), and the Node replicas of
+# the tutorials' servers where node and npm are installed. A summary table ends the run.
+#
 # Usage: bash crates/loadgen/benchmarks.sh [--quick]
-#   --quick   1,000 clients everywhere, to try the script in a minute.
+#   --quick   1,000 clients everywhere, to try the script in a minute or two.
 # Results: a table per run on standard output, and one JSON line per run in
 # target/benchmarks/results.jsonl. Close other busy programs first: loadgen and the demo share
 # this machine's cores, and every CPU figure depends on them being otherwise idle.
+# Needs jq (the ratios), gcc (the C floor; without it the Rust port is the floor), and
+# optionally node and npm (the replicas; npm ci fetches express and ws from the registry).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -19,21 +27,40 @@ if [[ "${1:-}" == "--quick" ]]; then
     many=1000 most=1000 rounds=20
 fi
 
-cargo build --release --quiet -p clock-sse -p chat-sse -p echo-ws -p stock-ticker -p loadgen
-bin=target/release
+# The build is niced (it can share the machine), the measurements are not.
+nice -n 19 cargo build --release --quiet -p clock-sse -p chat-sse -p echo-ws -p stock-ticker -p loadgen
+bin=${CARGO_TARGET_DIR:-target}/release
 mkdir -p target/benchmarks
 results=target/benchmarks/results.jsonl
 : >"$results"
 # Each connection is a file descriptor, in the demo and in loadgen.
 ulimit -n "$(ulimit -Hn)"
+baselines=${BASELINES:-/work/shared/baselines}
+scratch=$(mktemp -d)
+# The fan-out sizes measured everywhere: 1,000, and $many unless --quick made them the same.
+sizes=(1000)
+if ((many != 1000)); then sizes+=("$many"); fi
 
 port=23100
 demo_pid=
+sse=http://127.0.0.1:PORT
+ws=ws://127.0.0.1:PORT
 
 start() { # start <demo> [demo options...]: a fresh demo on the next port
     port=$((port + 1))
     "$bin/$1" --port "$port" "${@:2}" >"target/benchmarks/$1.log" 2>&1 &
     demo_pid=$!
+    wait_for_port "$1"
+}
+
+start_node() { # start_node <replica.js>: a fresh Node replica on the next port
+    port=$((port + 1))
+    PORT=$port node "$scratch/node/$1" >"target/benchmarks/$1.log" 2>&1 &
+    demo_pid=$!
+    wait_for_port "$1"
+}
+
+wait_for_port() { # wait_for_port <name>: until the server just started accepts, or give up
     for _ in $(seq 100); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return; fi
         sleep 0.1
@@ -49,35 +76,180 @@ stop() {
         demo_pid=
     fi
 }
-trap stop EXIT
+trap 'stop; rm -rf "$scratch"' EXIT
+
+# The figures the ratios and the summary are made of, by name (chat/floor/1000, ...), in ms
+# (KiB for the idle rows). A run that failed leaves its figure out, and its ratios print "-".
+declare -A figure
+last_run= # the JSON line of the run just made, empty if it wrote none
 
 once() { # once <label> <demo and its options> <scenario> <url> [loadgen options...]
     local label=$1 demo=$2 scenario=$3 url=$4
     # shellcheck disable=SC2086 # the demo's options are split on purpose
     start $demo
-    echo "== $label"
-    "$bin/loadgen" "$scenario" --url "${url/PORT/$port}" --server-pid "$demo_pid" \
-        --json-file "$results" "${@:5}"
+    run_loadgen "$label" "$scenario" "$url" "${@:5}"
+}
+
+once_node() { # once_node <label> <replica.js> <scenario> <url> [loadgen options...]
+    start_node "$2"
+    # A replica that fails is reported and skipped: it is a reference, not what is measured.
+    run_loadgen "$1" "$3" "$4" "${@:5}" || echo "(failed; see target/benchmarks/$2.log)"
+}
+
+run_loadgen() { # run_loadgen <label> <scenario> <url> [loadgen options...], then stop the server
+    local lines status=0
+    lines=$(wc -l <"$results")
+    echo "== $1"
+    "$bin/loadgen" "$2" --url "${3/PORT/$port}" --server-pid "$demo_pid" \
+        --json-file "$results" "${@:4}" || status=$?
+    last_run=
+    if (($(wc -l <"$results") > lines)); then last_run=$(tail -n 1 "$results"); fi
     echo
     stop
     # Let the closed connections' ports leave TIME_WAIT's way and the machine settle.
     sleep 2
+    return "$status"
 }
 
-sse=http://127.0.0.1:PORT
-ws=ws://127.0.0.1:PORT
+keep() { # keep <name> <jq filter>: the figure of the run just made, under that name
+    local value
+    value=$(jq -r "$2 // empty" <<<"${last_run:-null}")
+    if [[ -n "$value" ]]; then figure[$1]=$value; fi
+}
+
+ratio() { # ratio <numerator name> <denominator name>: "1.42x", or "-" if either is missing
+    local top=${figure[$1]:-} bottom=${figure[$2]:-}
+    if [[ -z "$top" || -z "$bottom" ]]; then echo "-"; return; fi
+    awk -v a="$top" -v b="$bottom" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'
+}
+
+compare() { # compare <demo name> <N> [node name]: the ratios of a fan-out figure just kept
+    local line="p99 ${figure[$1]:--} ms: $(ratio "$1" "floor/$2") the floor at N=$2 (${figure[floor/$2]:--} ms)"
+    if [[ -n "${3:-}" ]]; then line+=", $(ratio "$1" "$3") the Node replica (${figure[$3]:--} ms)"; fi
+    echo "-> $line"
+    echo
+}
+
+# The floor, first: the C reference and loadgen's port of it, 2 writer threads (this machine's
+# cores) and 1, at each size. The C file's p99 with 2 writers is the divisor; without gcc, the
+# port's. Both print one JSON line; the C one joins the results as scenario "fanout_floor.c".
+floor_rounds=20
+have_gcc=
+if command -v gcc >/dev/null; then
+    cp "$baselines/fanout_floor.c" "$scratch/"
+    gcc -O2 -pthread -o "$scratch/fanout_floor" "$scratch/fanout_floor.c"
+    have_gcc=1
+else
+    echo "gcc not found: the floor is loadgen's port alone (apt-get install gcc for the C reference)"
+fi
+for n in "${sizes[@]}"; do
+    for writers in 2 1; do
+        if [[ -n "$have_gcc" ]]; then
+            echo "== floor, C reference: $n sockets, $writers writer threads"
+            c_line=$("$scratch/fanout_floor" "$n" "$floor_rounds" 100 "$writers" |
+                jq -c '. + {scenario: "fanout_floor.c"}')
+            echo "$c_line" | tee -a "$results"
+            figure[floor-c/$n/$writers]=$(jq -r .last_of_n_ms_p99 <<<"$c_line")
+            figure[floor-c-cpu/$n/$writers]=$(jq -r '.writer_us_per_delivery * 1000 | round / 1000' <<<"$c_line")
+            echo
+            sleep 2
+        fi
+        echo "== floor, loadgen floor (the Rust port): $n sockets, $writers writer threads"
+        "$bin/loadgen" floor --clients "$n" --rounds "$floor_rounds" --size 100 \
+            --writers "$writers" --json-file "$results"
+        last_run=$(tail -n 1 "$results")
+        keep "floor-rs/$n/$writers" .to_last_client.p99_ms
+        keep "floor-rs-cpu/$n/$writers" '.writer_us_per_delivery * 1000 | round / 1000'
+        echo
+        sleep 2
+    done
+    figure[floor/$n]=${figure[floor-c/$n/2]:-${figure[floor-rs/$n/2]:-}}
+done
+echo "== the floor: C reference against the Rust port (p99 of the time to the last socket)"
+printf '%-8s %-8s %-12s %-12s %-10s %-16s %-16s\n' N writers "C p99 ms" "Rust p99 ms" Rust/C \
+    "C µs/delivery" "Rust µs/delivery"
+for n in "${sizes[@]}"; do
+    for writers in 2 1; do
+        printf '%-8s %-8s %-12s %-12s %-10s %-16s %-16s\n' "$n" "$writers" \
+            "${figure[floor-c/$n/$writers]:--}" "${figure[floor-rs/$n/$writers]:--}" \
+            "$(ratio "floor-rs/$n/$writers" "floor-c/$n/$writers")" \
+            "${figure[floor-c-cpu/$n/$writers]:--}" "${figure[floor-rs-cpu/$n/$writers]:--}"
+    done
+done
+echo
+
+# The Node replicas, before the demos, so each demo figure can be divided by its replica's.
+# Their clock (one setInterval per client, ids counted per client) has no shared tick to
+# spread, so it is measured idle only. Their chat sends a stream's response head only with its
+# first event, so loadgen posts unmeasured messages while the streams open (--prime-streams).
+have_node=
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    cp -r "$baselines/node" "$scratch/node"
+    if (cd "$scratch/node" && npm ci --no-audit --no-fund --loglevel=error); then
+        have_node=1
+    else
+        echo "npm ci failed in $scratch/node: the Node columns are skipped"
+    fi
+else
+    echo "node or npm not found: the Node columns are skipped (install Node.js 20 or later with" \
+        "npm, e.g. apt-get install nodejs npm, to measure the replicas too)"
+fi
+if [[ -n "$have_node" ]]; then
+    for n in "${sizes[@]}"; do
+        once_node "Node sse-chat.js: fan-out to $n streams" sse-chat.js chat-fanout "$sse" \
+            --clients "$n" --rounds "$rounds" --stream-path /message-stream --post-path /message --prime-streams &&
+            keep "node-chat/$n" .to_last_client.p99_ms
+        once_node "Node ws-broadcast.js: broadcast to $n sockets" ws-broadcast.js ws-fanout "$ws/" \
+            --clients "$n" --rounds "$rounds" && keep "node-ws/$n" .to_last_client.p99_ms
+    done
+    # Its streams' heads come with their first tick, up to a second later: open more at a time
+    # than the default 256, or 10,000 take 40 s to open.
+    once_node "Node clock-sse.js: $many idle streams" clock-sse.js sse-idle "$sse/events" \
+        --clients "$many" --connect-batch 1000 && keep node-idle-sse .server_rss_kib.per_connection
+fi
+
 once "clock-sse --direct-streams: $most idle streams" "clock-sse --direct-streams" sse-idle "$sse/events" --clients "$most"
 once "clock-sse --direct-streams: $many idle streams through hyper (--plain: no Accept header)" "clock-sse --direct-streams" sse-idle "$sse/events" --clients "$many" --plain
 once "clock-sse (the default, hyper): $many idle streams" clock-sse sse-idle "$sse/events" --clients "$many"
+keep demo-idle-sse .server_rss_kib.per_connection
 once "clock-sse: tick spread, 1000 clients" clock-sse clock-spread "$sse/events" --clients 1000 --ticks 20
+keep clock/1000 .tick_spread.p99_ms && compare clock/1000 1000
 once "clock-sse: tick spread, $many clients" clock-sse clock-spread "$sse/events" --clients "$many" --ticks 20
+keep "clock/$many" .tick_spread.p99_ms && compare "clock/$many" "$many"
 once "chat-sse: fan-out to 1000 streams" chat-sse chat-fanout "$sse" --clients 1000 --rounds "$rounds"
+keep chat/1000 .to_last_client.p99_ms && compare chat/1000 1000 node-chat/1000
 once "chat-sse: fan-out to $many streams" chat-sse chat-fanout "$sse" --clients "$many" --rounds "$rounds"
+keep "chat/$many" .to_last_client.p99_ms && compare "chat/$many" "$many" "node-chat/$many"
 once "chat-sse --direct-streams: fan-out to $many streams" "chat-sse --direct-streams" chat-fanout "$sse" --clients "$many" --rounds "$rounds"
+keep "chat-direct/$many" .to_last_client.p99_ms && compare "chat-direct/$many" "$many" "node-chat/$many"
 once "echo-ws: $many idle room sockets" "echo-ws --max-clients 20000" ws-idle "$ws/ws" --clients "$many"
 once "echo-ws: broadcast to 1000 sockets" echo-ws ws-fanout "$ws/ws" --clients 1000 --rounds "$rounds"
+keep ws/1000 .to_last_client.p99_ms && compare ws/1000 1000 node-ws/1000
 once "echo-ws: broadcast to $many sockets" "echo-ws --max-clients 20000" ws-fanout "$ws/ws" --clients "$many" --rounds "$rounds"
+keep "ws/$many" .to_last_client.p99_ms && compare "ws/$many" "$many" "node-ws/$many"
 once "echo-ws: throughput, 100 sockets, 10 senders, 64 B" echo-ws ws-throughput "$ws/ws" --clients 100 --senders 10 --size 64
 once "stock-ticker: $many SSE streams (quotes flowing)" stock-ticker sse-idle "$sse/quotes/stream" --clients "$many"
 once "stock-ticker: $many idle WebSockets" stock-ticker ws-idle "$ws/quotes/ws" --clients "$many"
+
+# One table for the whole run: each fan-out figure (p99, ms) next to the floor and the Node
+# replica at the same N, and the demo's ratio to each.
+row() { # row <figure> <floor name> <Node name> <demo name>
+    printf '%-50s %-10s %-10s %-10s %-11s %-10s\n' "$1" "${figure[$2]:--}" "${figure[$3]:--}" \
+        "${figure[$4]:--}" "$(ratio "$4" "$2")" "$(ratio "$4" "$3")"
+}
+echo "== summary (p99 in ms; the idle row in KiB per stream; floor: fanout_floor.c, 2 writer threads)"
+if [[ -z "$have_node" ]]; then echo "(Node columns skipped: node and npm not found or npm ci failed)"; fi
+printf '%-50s %-10s %-10s %-10s %-11s %-10s\n' figure floor Node demo demo/floor demo/Node
+for n in "${sizes[@]}"; do
+    row "chat-sse: POST to the last of $n streams" "floor/$n" "node-chat/$n" "chat/$n"
+done
+row "chat-sse --direct-streams: to the last of $many" "floor/$many" "node-chat/$many" "chat-direct/$many"
+for n in "${sizes[@]}"; do
+    row "echo-ws: broadcast to the last of $n sockets" "floor/$n" "node-ws/$n" "ws/$n"
+done
+for n in "${sizes[@]}"; do
+    row "clock-sse: tick spread over $n clients" "floor/$n" none "clock/$n"
+done
+row "idle SSE stream, server KiB each ($many)" none node-idle-sse demo-idle-sse
+echo
 echo "JSON lines: $results"

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::measure::Report;
 use crate::scenarios;
 
 /// Load scenarios against a running demo, over loopback.
@@ -91,6 +92,17 @@ enum Scenario {
         /// How many messages to post, one after the other.
         #[arg(long, default_value_t = 20)]
         rounds: u64,
+        /// The event stream's path under the URL (the Node replica's is `/message-stream`).
+        #[arg(long, default_value = "/events")]
+        stream_path: String,
+        /// The path messages are posted to as `{"user","text"}` (the Node replica's `/message`).
+        #[arg(long, default_value = "/messages")]
+        post_path: String,
+        /// While the streams open, post a message every 100 ms (not a measured round): for a
+        /// server that sends a stream's response head only with its first event, as Node's
+        /// `res.writeHead` does until the first `write`.
+        #[arg(long)]
+        prime_streams: bool,
     },
     /// WebSocket broadcast fan-out: time from a send until each of N clients has it.
     WsFanout {
@@ -113,6 +125,29 @@ enum Scenario {
         #[arg(long, value_parser = parse_seconds, default_value = "10")]
         duration: Duration,
     },
+    /// The machine's floor for fan-out: raw loopback TCP writes to N sockets from W threads,
+    /// read by a second process (a port of the C baseline, fanout_floor.c). Needs no server.
+    Floor {
+        /// How many messages to write to every socket, 200 ms apart.
+        #[arg(long, default_value_t = 20)]
+        rounds: u32,
+        /// Bytes per message (at least 12: the round and the send time).
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Writer threads, each writing to its own slice of the sockets.
+        #[arg(long, default_value_t = 1)]
+        writers: usize,
+    },
+    /// The reading side of `floor`, which runs it in a process of its own.
+    #[command(hide = true)]
+    FloorReader {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        rounds: u32,
+        #[arg(long)]
+        size: usize,
+    },
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -127,18 +162,42 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 pub(crate) fn main() -> realtime_kit::Result<()> {
     let args = Args::parse();
     check_loopback(&args.common.url)?;
+    // The floor runs on OS threads and blocking sockets only: no runtime to measure.
+    let report = match args.scenario {
+        Scenario::Floor {
+            rounds,
+            size,
+            writers,
+        } => crate::floor::floor(&args.common, rounds, size, writers)?,
+        Scenario::FloorReader { port, rounds, size } => {
+            return crate::floor::floor_reader(&args.common, port, rounds, size);
+        }
+        scenario => run_async(&args.common, scenario)?,
+    };
+    print_report(&args.common, &report)
+}
+
+/// Runs one of the scenarios that talk to a demo, on a one-thread runtime.
+fn run_async(common: &Common, scenario: Scenario) -> realtime_kit::Result<Report> {
     // One worker thread: the server under test needs the other core.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let report = runtime.block_on(async {
-        let common = &args.common;
+    runtime.block_on(async {
         let run = async {
-            match args.scenario {
+            match scenario {
                 Scenario::SseIdle { hold } => scenarios::sse_idle(common, hold).await,
                 Scenario::WsIdle { hold } => scenarios::ws_idle(common, hold).await,
                 Scenario::ClockSpread { ticks } => scenarios::clock_spread(common, ticks).await,
-                Scenario::ChatFanout { rounds } => scenarios::chat_fanout(common, rounds).await,
+                Scenario::ChatFanout {
+                    rounds,
+                    stream_path,
+                    post_path,
+                    prime_streams,
+                } => {
+                    let paths = (stream_path.as_str(), post_path.as_str());
+                    scenarios::chat_fanout(common, rounds, paths, prime_streams).await
+                }
                 Scenario::WsFanout { rounds } => scenarios::ws_fanout(common, rounds).await,
                 Scenario::WsThroughput {
                     senders,
@@ -146,11 +205,18 @@ pub(crate) fn main() -> realtime_kit::Result<()> {
                     size,
                     duration,
                 } => scenarios::ws_throughput(common, senders, window, size, duration).await,
+                Scenario::Floor { .. } | Scenario::FloorReader { .. } => {
+                    unreachable!("the floor runs without a runtime")
+                }
             }
         };
         run.await
-    })?;
-    if let Some(path) = &args.common.json_file {
+    })
+}
+
+/// Prints the report as a table or one JSON line, and appends the line to `--json-file`.
+fn print_report(common: &Common, report: &Report) -> realtime_kit::Result<()> {
+    if let Some(path) = &common.json_file {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -159,7 +225,7 @@ pub(crate) fn main() -> realtime_kit::Result<()> {
         writeln!(file, "{}", report.to_json())
             .map_err(|error| format!("{}: {error}", path.display()))?;
     }
-    if args.common.json {
+    if common.json {
         println!("{}", report.to_json());
     } else {
         print!("{report}");

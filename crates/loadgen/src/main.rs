@@ -9,7 +9,11 @@
 //! cargo run --release -p loadgen -- chat-fanout --url http://127.0.0.1:3002 --clients 10000
 //! cargo run --release -p loadgen -- ws-fanout --url ws://127.0.0.1:3001/ws --clients 10000
 //! cargo run --release -p loadgen -- ws-throughput --url ws://127.0.0.1:3001/ws --clients 100 --senders 10
+//! cargo run --release -p loadgen -- floor --clients 10000 --rounds 20 --writers 2
 //! ```
+//!
+//! `floor` needs no demo: it is the machine's floor for fan-out (raw TCP writes from OS threads
+//! to a second process reading with epoll, see src/floor.rs), the figure a fan-out is divided by.
 //!
 //! Every run is bounded: a number of clients, a number of rounds or seconds, and a deadline
 //! (`--deadline`, default 120 s) after which it reports what it has and exits. It targets
@@ -29,6 +33,8 @@
 mod cli;
 #[cfg(target_os = "linux")]
 mod clients;
+#[cfg(target_os = "linux")]
+mod floor;
 #[cfg(target_os = "linux")]
 mod kernel_stamp;
 #[cfg(target_os = "linux")]

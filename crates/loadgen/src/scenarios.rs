@@ -562,20 +562,47 @@ impl Rounds {
     }
 }
 
-/// `chat-fanout`: POST a message, time until each of N streams has it.
-pub(crate) async fn chat_fanout(common: &Common, rounds: u64) -> realtime_kit::Result<Report> {
+/// `chat-fanout`: POST a message, time until each of N streams has it. The stream is read from
+/// `paths.0` and messages posted to `paths.1`, both under the URL; with `prime`, messages that
+/// are not rounds are posted while the streams open (see `--prime-streams`).
+pub(crate) async fn chat_fanout(
+    common: &Common,
+    rounds: u64,
+    (stream_path, post_path): (&str, &str),
+    prime: bool,
+) -> realtime_kit::Result<Report> {
     let mut report = Report::new("chat-fanout");
     let base = common.url.trim_end_matches('/');
     let before = (server_usage(common)?, Usage::of(None)?);
     let fanout = Rounds::new(rounds);
-    let (opened, tally) = open_sse(common, &format!("{base}/events"), |_| {
+    let post_url = format!("{base}{post_path}");
+    let stream_url = format!("{base}{stream_path}");
+    let opening = open_sse(common, &stream_url, |_| {
         let fanout = fanout.clone();
         move |event: MessageEvent, stamp| fanout.arrived(&event.data, Instant::now(), stamp)
-    })
-    .await?;
+    });
+    // Each post releases the heads of the streams opened so far; its text carries no round,
+    // so it never counts, and settle() below waits for its deliveries to end.
+    let primer = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let body = json!({ "user": "loadgen", "text": "opening the streams" }).to_string();
+            let headers = [("content-type", "application/json")];
+            if let Err(error) = client::fetch(http::Method::POST, &post_url, &headers, body).await {
+                return error;
+            }
+        }
+    };
+    let (opened, tally) = if prime {
+        tokio::select! {
+            opened = opening => opened?,
+            error = primer => return Err(format!("priming the streams: {error}").into()),
+        }
+    } else {
+        opening.await?
+    };
     connections_row(&mut report, common.clients, &opened);
     let connected = opened.clients.len();
-    let post_url = format!("{base}/messages");
     let progress = progress_bar(rounds, "rounds");
     settle(|| tally.events.load(Ordering::Relaxed)).await;
     let server_from = server_usage(common)?;
@@ -585,7 +612,8 @@ pub(crate) async fn chat_fanout(common: &Common, rounds: u64) -> realtime_kit::R
         let body = json!({ "user": "loadgen", "text": fanout.start(round) }).to_string();
         let headers = [("content-type", "application/json")];
         let response = client::fetch(http::Method::POST, &post_url, &headers, body).await?;
-        if response.status != 201 {
+        // chat-sse answers 201 Created, express's sendStatus 200: any success will do.
+        if !response.status.is_success() {
             return Err(format!("POST answered {}: {}", response.status, response.text()).into());
         }
         fanout.wait(round, connected).await;

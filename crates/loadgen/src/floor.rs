@@ -1,0 +1,356 @@
+//! `floor`: the machine's floor for fan-out, a port of `/work/shared/baselines/fanout_floor.c`.
+//! One process writes the same small message to N loopback TCP sockets from W threads; a second
+//! process (this binary again, as the hidden `floor-reader`) reads them with one epoll loop. No
+//! runtime, no framework, no parsing: what a demo's fan-out costs above this is its own.
+//!
+//! ```text
+//! cargo build --release -p loadgen
+//! target/release/loadgen floor --clients 10000 --rounds 20 --size 100 --writers 2
+//! ```
+//!
+//! The report's `to_last_client` is each round's time from the send to the last of the N
+//! arrivals, under the same key as the other fan-out scenarios, so a script can divide one by
+//! the other; `writer_us_per_delivery` is the writer's CPU time (all its threads) per message
+//! per socket while writing.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{setsockopt, sockopt};
+use serde_json::{Value, json};
+use socket2::{Domain, Socket, Type};
+
+use crate::cli::Common;
+use crate::measure::{Latencies, Report, Usage, micros_per};
+
+/// The C code's pause after the reader has connected everything, so that the first round does
+/// not meet the tail of the handshakes.
+const SETTLE: Duration = Duration::from_millis(300);
+/// The C code's pause between rounds: each round starts on idle sockets and an idle machine.
+const PAUSE: Duration = Duration::from_millis(200);
+/// How long the reader waits for any data, and the writer for any connection, before giving up:
+/// the C reader's epoll timeout. It bounds a run whose other side has died.
+const IDLE_LIMIT: Duration = Duration::from_secs(10);
+/// Clients per source address by default, as in the C code (see clients.rs for why several).
+const CLIENTS_PER_SOURCE: usize = 1_000;
+/// A message starts with its round (4 bytes) and its send time (8 bytes); the rest is filler.
+const HEADER: usize = 12;
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for the whole machine, so the writer's stamp and
+/// the reader's arrival, in two processes, can be subtracted.
+fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(now.tv_sec).unwrap_or_default() * 1_000_000_000
+        + u64::try_from(now.tv_nsec).unwrap_or_default()
+}
+
+/// The reader process. Dropping it kills it, so an error on the writer's side never leaves a
+/// reader holding N sockets.
+struct ReaderProcess(Child);
+
+impl Drop for ReaderProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `floor`: the writer's side. Starts the reader, accepts its N connections, writes the rounds,
+/// and reports what the reader measured next to the writer's CPU time.
+pub(crate) fn floor(
+    common: &Common,
+    rounds: u32,
+    size: usize,
+    writers: usize,
+) -> realtime_kit::Result<Report> {
+    let clients = common.clients;
+    let size = size.max(HEADER);
+    let writers = writers.clamp(1, clients.max(1));
+    crate::clients::raise_open_files_limit(clients)?;
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    listener.set_reuse_address(true)?;
+    listener.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())?;
+    // std's listen backlog is 128: the reader connects as fast as it can, as the C code does
+    // with 4096.
+    listener.listen(4096)?;
+    // On Linux SO_RCVTIMEO bounds accept() too: a reader that died never leaves us waiting.
+    listener.set_read_timeout(Some(IDLE_LIMIT))?;
+    let port = listener
+        .local_addr()?
+        .as_socket()
+        .ok_or("the listener has no IP address")?
+        .port();
+
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args(["floor-reader", "--port", &port.to_string()])
+        .args(["--clients", &clients.to_string()])
+        .args(["--rounds", &rounds.to_string(), "--size", &size.to_string()])
+        .stdout(Stdio::piped());
+    if let Some(sources) = common.sources {
+        command.args(["--sources", &sources.to_string()]);
+    }
+    let mut reader = ReaderProcess(command.spawn()?);
+    let mut from_reader = BufReader::new(
+        reader
+            .0
+            .stdout
+            .take()
+            .ok_or("the reader's standard output")?,
+    );
+
+    let started = Instant::now();
+    let mut sockets = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (socket, _) = listener
+            .accept()
+            .map_err(|error| format!("accepting the reader's connections: {error}"))?;
+        socket.set_tcp_nodelay(true)?;
+        sockets.push(TcpStream::from(socket));
+    }
+    let mut line = String::new();
+    from_reader.read_line(&mut line)?;
+    if line.trim() != "ready" {
+        return Err(format!("the reader did not connect (it said {line:?})").into());
+    }
+    let connect_s = started.elapsed().as_secs_f64();
+    std::thread::sleep(SETTLE);
+
+    let deadline = Instant::now() + common.deadline;
+    let mut message = vec![b'x'; size];
+    let mut writer_cpu = Duration::ZERO;
+    let mut sent = 0u32;
+    for round in (0..rounds).take_while(|_| Instant::now() < deadline) {
+        let before = Usage::of(None)?;
+        message[..4].copy_from_slice(&round.to_le_bytes());
+        message[4..HEADER].copy_from_slice(&monotonic_ns().to_le_bytes());
+        write_round(&sockets, &message, writers)?;
+        writer_cpu += Usage::of(None)?.cpu.saturating_sub(before.cpu);
+        sent += 1;
+        std::thread::sleep(PAUSE);
+    }
+
+    line.clear();
+    from_reader.read_line(&mut line)?;
+    let measured: Value = serde_json::from_str(line.trim())
+        .map_err(|error| format!("the reader's report {line:?}: {error}"))?;
+    let _ = reader.0.wait();
+
+    let mut last = Latencies::new();
+    for nanos in measured["last_ns"].as_array().into_iter().flatten() {
+        if let Some(nanos) = nanos.as_u64() {
+            last.record(Duration::from_nanos(nanos));
+        }
+    }
+    let complete = last.len();
+    let missed = measured["missed"].as_u64().unwrap_or(0);
+    let deliveries = u64::try_from(clients).unwrap_or(u64::MAX) * u64::from(sent);
+    let writer_us = micros_per(writer_cpu, deliveries);
+
+    let mut report = Report::new("floor");
+    report.add(
+        "clients",
+        "clients",
+        json!({ "requested": clients, "connected": sockets.len(), "failed": 0, "connect_s": connect_s }),
+        format!("{} of {clients} connected in {connect_s:.2} s", sockets.len()),
+    );
+    report.add("n", "n", json!(clients), clients.to_string());
+    report.add("size", "size", json!(size), format!("{size} B"));
+    report.add(
+        "writers",
+        "writer threads",
+        json!(writers),
+        writers.to_string(),
+    );
+    report.add(
+        "rounds",
+        "rounds",
+        json!(sent),
+        format!("{sent} of {rounds} sent"),
+    );
+    report.add(
+        "rounds_complete",
+        "rounds complete",
+        json!(complete),
+        format!("{complete} of {sent} reached every client"),
+    );
+    report.latencies("to_last_client", "to the last client", &last);
+    report.add(
+        "missed",
+        "missed",
+        json!(missed),
+        format!("{missed} deliveries missing when the reader stopped"),
+    );
+    report.add(
+        "writer_us_per_delivery",
+        "writer CPU / delivery",
+        json!(writer_us),
+        format!(
+            "{writer_us:.3} µs ({:.3} s for {deliveries} deliveries)",
+            writer_cpu.as_secs_f64()
+        ),
+    );
+    Ok(report)
+}
+
+/// Writes `message` to every socket, from `writers` threads, each its own slice of the sockets.
+/// Blocking writes: a 100-byte message always fits in a loopback socket's send buffer.
+fn write_round(sockets: &[TcpStream], message: &[u8], writers: usize) -> std::io::Result<()> {
+    let slice = sockets.len().div_ceil(writers).max(1);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = sockets
+            .chunks(slice)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .try_for_each(|mut socket| socket.write_all(message))
+                })
+            })
+            .collect();
+        threads.into_iter().try_for_each(|thread| {
+            thread
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("a writer thread panicked")))
+        })
+    })
+}
+
+/// One reader connection: its socket and how far it is into the message being received, so
+/// that a message split over two reads is still counted once, whole.
+struct Incoming {
+    stream: TcpStream,
+    /// The first bytes of the message being received: its round and send time.
+    header: [u8; HEADER],
+    /// Bytes of that message received so far.
+    filled: usize,
+}
+
+/// `floor-reader`: the reader's side, run by `floor` in a process of its own. Connects N clients
+/// to `port`, says `ready` on standard output, reads until every round reached every client (or
+/// nothing arrives for [`IDLE_LIMIT`]), and prints one JSON line: each round's time from the
+/// send to its last arrival (`null` if some client never had it) and the deliveries missed.
+pub(crate) fn floor_reader(
+    common: &Common,
+    port: u16,
+    rounds: u32,
+    size: usize,
+) -> realtime_kit::Result<()> {
+    let clients = common.clients;
+    crate::clients::raise_open_files_limit(clients)?;
+    let per_source = common.sources.map_or(CLIENTS_PER_SOURCE, |sources| {
+        clients.div_ceil(usize::from(sources.max(1))).max(1)
+    });
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    let mut incoming = Vec::with_capacity(clients);
+    for index in 0..clients {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        let last = u8::try_from(1 + index / per_source)
+            .unwrap_or(u8::MAX)
+            .min(254);
+        // Take the port at connect(), per (source, destination) pair, not at bind(), where a
+        // port is reserved for every destination at once.
+        setsockopt(&socket, sockopt::IpBindAddressNoPort, &true)?;
+        socket
+            .bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, last), 0)).into())?;
+        socket
+            .connect(&target.into())
+            .map_err(|error| format!("connect from 127.0.0.{last}: {error}"))?;
+        let stream = TcpStream::from(socket);
+        epoll.add(&stream, EpollEvent::new(EpollFlags::EPOLLIN, index as u64))?;
+        incoming.push(Incoming {
+            stream,
+            header: [0; HEADER],
+            filled: 0,
+        });
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "ready")?;
+    stdout.flush()?;
+
+    let rounds = rounds as usize;
+    let mut sent = vec![0u64; rounds];
+    let mut last = vec![0u64; rounds];
+    let mut got = vec![0usize; rounds];
+    let mut done = 0;
+    let mut open = clients;
+    let mut buffer = vec![0u8; 65_536];
+    let mut events = vec![EpollEvent::empty(); 1024];
+    let idle = EpollTimeout::try_from(IDLE_LIMIT).unwrap_or(EpollTimeout::MAX);
+    while done < rounds && open > 0 {
+        let ready = match epoll.wait(&mut events, idle) {
+            Ok(0) => {
+                eprintln!("floor-reader: nothing arrived for {IDLE_LIMIT:?}; stopping");
+                break;
+            }
+            Ok(ready) => ready,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(error) => return Err(error.into()),
+        };
+        for event in &events[..ready] {
+            let Some(connection) = usize::try_from(event.data())
+                .ok()
+                .and_then(|index| incoming.get_mut(index))
+            else {
+                continue;
+            };
+            let read = match (&connection.stream).read(&mut buffer) {
+                Ok(0) | Err(_) => {
+                    // The writer closed (or broke) this one: stop watching it.
+                    let _ = epoll.delete(&connection.stream);
+                    open -= 1;
+                    continue;
+                }
+                Ok(read) => read,
+            };
+            let now = monotonic_ns();
+            let mut rest = &buffer[..read];
+            while !rest.is_empty() {
+                let take = (size - connection.filled).min(rest.len());
+                if connection.filled < HEADER {
+                    let head = (HEADER - connection.filled).min(take);
+                    connection.header[connection.filled..connection.filled + head]
+                        .copy_from_slice(&rest[..head]);
+                }
+                connection.filled += take;
+                rest = &rest[take..];
+                if connection.filled < size {
+                    break;
+                }
+                connection.filled = 0;
+                let (round, stamp) = connection.header.split_at(4);
+                let round = u32::from_le_bytes(round.try_into().unwrap_or_default()) as usize;
+                let stamp = u64::from_le_bytes(stamp.try_into().unwrap_or_default());
+                if round < rounds {
+                    sent[round] = stamp;
+                    last[round] = last[round].max(now);
+                    got[round] += 1;
+                    if got[round] == clients {
+                        done += 1;
+                    }
+                }
+            }
+        }
+    }
+    let last_ns: Vec<Value> = (0..rounds)
+        .map(|round| {
+            if got[round] == clients {
+                json!(last[round].saturating_sub(sent[round]))
+            } else {
+                Value::Null
+            }
+        })
+        .collect();
+    let missed: usize = got.iter().map(|got| clients.saturating_sub(*got)).sum();
+    writeln!(
+        stdout,
+        "{}",
+        json!({ "last_ns": last_ns, "missed": missed })
+    )?;
+    stdout.flush()?;
+    Ok(())
+}
