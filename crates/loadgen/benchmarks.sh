@@ -8,7 +8,7 @@
 #
 # Absolute times on a shared machine move by 2-3x from day to day, so every fan-out figure is
 # also printed as a ratio to two references measured in the same run (see
-# /work/shared/baselines/README.md): the machine's floor (raw TCP writes to N sockets, the C
+# ../shared/baselines/README.md): the machine's floor (raw TCP writes to N sockets, the C
 # file fanout_floor.c next to loadgen's port of it, `loadgen floor`), and the Node replicas of
 # the tutorials' servers where node and npm are installed. A summary table ends the run.
 #
@@ -35,7 +35,8 @@ results=target/benchmarks/results.jsonl
 : >"$results"
 # Each connection is a file descriptor, in the demo and in loadgen.
 ulimit -n "$(ulimit -Hn)"
-baselines=${BASELINES:-/work/shared/baselines}
+# ../shared beside the checkout, as in CI; BASELINES=DIR points elsewhere.
+baselines=${BASELINES:-../shared/baselines}
 scratch=$(mktemp -d)
 # The fan-out sizes measured everywhere: 1,000, and $many unless --quick made them the same.
 sizes=(1000)

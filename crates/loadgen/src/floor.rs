@@ -1,4 +1,4 @@
-//! `floor`: the machine's floor for fan-out, a port of `/work/shared/baselines/fanout_floor.c`.
+//! `floor`: the machine's floor for fan-out, a port of `../shared/baselines/fanout_floor.c` (beside the checkout).
 //! One process writes the same small message to N loopback TCP sockets from W threads; a second
 //! process (this binary again, as the hidden `floor-reader`) reads them with one epoll loop. No
 //! runtime, no framework, no parsing: what a demo's fan-out costs above this is its own.
