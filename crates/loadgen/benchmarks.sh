@@ -134,7 +134,8 @@ compare() { # compare <demo name> <N> [node name]: the ratios of a fan-out figur
 # The floor, first: the C reference and loadgen's port of it, 2 writer threads (this machine's
 # cores) and 1, at each size. The C file's p99 with 2 writers is the divisor; without gcc, the
 # port's. Both print one JSON line; the C one joins the results as scenario "fanout_floor.c".
-floor_rounds=20
+# As many rounds as the demos get, so that each p99 is taken over the same number of rounds.
+floor_rounds=$rounds
 have_gcc=
 if command -v gcc >/dev/null; then
     cp "$baselines/fanout_floor.c" "$scratch/"
@@ -207,9 +208,16 @@ if [[ -n "$have_node" ]]; then
     # than the default 256, or 10,000 take 40 s to open.
     once_node "Node clock-sse.js: $many idle streams" clock-sse.js sse-idle "$sse/events" \
         --clients "$many" --connect-batch 1000 && keep node-idle-sse .server_rss_kib.per_connection
+    once_node "Node ws-broadcast.js: $many idle sockets" ws-broadcast.js ws-idle "$ws/" \
+        --clients "$many" && keep node-idle-ws .server_rss_kib.per_connection
+    once_node "Node ws-broadcast.js: throughput, 100 sockets, 10 senders, 64 B" ws-broadcast.js \
+        ws-throughput "$ws/" --clients 100 --senders 10 --size 64 &&
+        keep node-tp .deliveries_per_s && keep node-tp-cpu .server_cpu_us_per_delivery
 fi
 
 once "clock-sse --direct-streams: $most idle streams" "clock-sse --direct-streams" sse-idle "$sse/events" --clients "$most"
+keep demo-idle-sse-direct .server_rss_kib.per_connection && keep demo-held .clients.connected
+keep demo-held-failed .clients.failed
 once "clock-sse --direct-streams: $many idle streams through hyper (--plain: no Accept header)" "clock-sse --direct-streams" sse-idle "$sse/events" --clients "$many" --plain
 once "clock-sse (the default, hyper): $many idle streams" clock-sse sse-idle "$sse/events" --clients "$many"
 keep demo-idle-sse .server_rss_kib.per_connection
@@ -224,11 +232,13 @@ keep "chat/$many" .to_last_client.p99_ms && compare "chat/$many" "$many" "node-c
 once "chat-sse --direct-streams: fan-out to $many streams" "chat-sse --direct-streams" chat-fanout "$sse" --clients "$many" --rounds "$rounds"
 keep "chat-direct/$many" .to_last_client.p99_ms && compare "chat-direct/$many" "$many" "node-chat/$many"
 once "echo-ws: $many idle room sockets" "echo-ws --max-clients 20000" ws-idle "$ws/ws" --clients "$many"
+keep demo-idle-ws .server_rss_kib.per_connection
 once "echo-ws: broadcast to 1000 sockets" echo-ws ws-fanout "$ws/ws" --clients 1000 --rounds "$rounds"
 keep ws/1000 .to_last_client.p99_ms && compare ws/1000 1000 node-ws/1000
 once "echo-ws: broadcast to $many sockets" "echo-ws --max-clients 20000" ws-fanout "$ws/ws" --clients "$many" --rounds "$rounds"
 keep "ws/$many" .to_last_client.p99_ms && compare "ws/$many" "$many" "node-ws/$many"
 once "echo-ws: throughput, 100 sockets, 10 senders, 64 B" echo-ws ws-throughput "$ws/ws" --clients 100 --senders 10 --size 64
+keep demo-tp .deliveries_per_s && keep demo-tp-cpu .server_cpu_us_per_delivery
 once "stock-ticker: $many SSE streams (quotes flowing)" stock-ticker sse-idle "$sse/quotes/stream" --clients "$many"
 once "stock-ticker: $many idle WebSockets" stock-ticker ws-idle "$ws/quotes/ws" --clients "$many"
 
@@ -252,5 +262,10 @@ for n in "${sizes[@]}"; do
     row "clock-sse: tick spread over $n clients" "floor/$n" none "clock/$n"
 done
 row "idle SSE stream, server KiB each ($many)" none node-idle-sse demo-idle-sse
+row "idle SSE stream, KiB each, --direct-streams ($most)" none node-idle-sse demo-idle-sse-direct
+row "idle WebSocket, server KiB each ($many)" none node-idle-ws demo-idle-ws
+row "WebSocket deliveries per second" none node-tp demo-tp
+row "WebSocket server CPU µs per delivery" none node-tp-cpu demo-tp-cpu
+echo "SSE streams held by clock-sse --direct-streams: ${figure[demo-held]:--} of $most, ${figure[demo-held-failed]:--} failed"
 echo
 echo "JSON lines: $results"
