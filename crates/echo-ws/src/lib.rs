@@ -15,7 +15,7 @@
 //! | `GET /` | the page |
 //! | `GET /ws` | the room: every text message from any client goes to every client, as JSON |
 //! | `GET /echo` | each text or binary message straight back to its sender (for Autobahn) |
-//! | `GET /stats` | `{"clients": <in the room>, "messages_relayed": <n>, "echo_sockets": <n>}` |
+//! | `GET /stats` | `{"clients": <in the room>, "messages_relayed": <n>, "echo_sockets": <n>}`, and `"subscribed": <bool>` with `--redis` |
 //!
 //! What the room sends, one JSON object per WebSocket text message:
 //!
@@ -29,16 +29,20 @@
 //! `reason` is `closed` (the client closed or disconnected), `silent` (no answer to our pings),
 //! `too_slow` (could not keep up), `refused` (broke a rule: binary data, too big, bad UTF-8) or
 //! `shutdown`.
+//!
+//! With `--redis URL` (or `REDIS_URL`), every instance given the same Redis serves one room:
+//! see `redis_room.rs`.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use askama::Template;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response, StatusCode};
+use realtime_kit::backplane::Backplane;
 use realtime_kit::ws::{self, Beat, Heartbeat, Limits, OriginPolicy, WebSocket};
 use realtime_kit::{
     Gauge, GaugeGuard, RequestBody, ResponseBody, ServerOptions, Shutdown, respond,
@@ -50,6 +54,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::error::Elapsed;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+mod redis_room;
+use redis_room::RedisRoom;
 
 /// The port `cargo run -p echo-ws` listens on.
 pub const DEFAULT_PORT: u16 = 3001;
@@ -87,6 +94,9 @@ pub struct Config {
     pub max_clients: usize,
     /// The server's limits and the host names it answers (`--allow-host`).
     pub server: ServerOptions,
+    /// Where the room's messages travel: this process only, or every instance on one Redis
+    /// (`--redis`), over PUB/SUB, at most once.
+    pub backplane: Backplane,
 }
 
 impl Default for Config {
@@ -110,6 +120,7 @@ impl Default for Config {
             presence_backlog: 64,
             max_clients: 10_000,
             server: ServerOptions::default(),
+            backplane: Backplane::InProcess,
         }
     }
 }
@@ -118,14 +129,33 @@ impl Default for Config {
 /// Serves the room and the echo on `listener` until `shutdown_signal` completes; then every open
 /// socket receives Close 1001 (going away) and `run` returns.
 pub async fn run(listener: TcpListener, config: Config, shutdown_signal: impl Future<Output = ()>) {
+    let mut shutdown_signal = std::pin::pin!(shutdown_signal);
     let shutdown = Shutdown::new();
     let options = config.server.clone();
+    let mut room = Room::new(config.backlog, config.presence_backlog, &shutdown);
+    if let Backplane::Redis(redis) = &config.backplane {
+        // Client numbers must be unique across instances before the first client joins.
+        let Some(instance) = redis_room::number_instance(redis, shutdown_signal.as_mut()).await
+        else {
+            shutdown.trigger();
+            return;
+        };
+        tracing::info!(instance, "sharing the room through Redis");
+        room.next_client = AtomicU64::new(instance * redis_room::CLIENTS_PER_INSTANCE + 1);
+        room.redis = Some(RedisRoom {
+            redis: redis.clone(),
+            subscribed: AtomicBool::new(false),
+        });
+    }
     let app = Arc::new(App {
-        room: Room::new(config.backlog, config.presence_backlog, &shutdown),
+        room,
         echo_sockets: Gauge::new(),
         config,
         shutdown: shutdown.clone(),
     });
+    if app.room.redis.is_some() {
+        shutdown.spawn(redis_room::relay(app.clone(), shutdown.clone()));
+    }
     realtime_kit::serve_with(
         options,
         listener,
@@ -211,6 +241,11 @@ impl App {
             clients: self.room.clients.get(),
             messages_relayed: self.room.relayed.load(Ordering::Relaxed),
             echo_sockets: self.echo_sockets.get(),
+            subscribed: self
+                .room
+                .redis
+                .as_ref()
+                .map(|redis| redis.subscribed.load(Ordering::Acquire)),
         }
     }
 }
@@ -233,6 +268,10 @@ struct Stats {
     messages_relayed: u64,
     /// Open `/echo` sockets.
     echo_sockets: usize,
+    /// With `--redis` only: whether this instance is subscribed to the room's channel now, and so
+    /// hears the other instances. While it is not, its room is local (and misses theirs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscribed: Option<bool>,
 }
 
 // ANCHOR: room
@@ -258,6 +297,9 @@ struct Room {
     next_client: AtomicU64,
     /// Messages relayed so far, for `/stats`.
     relayed: AtomicU64,
+    /// With `--redis`: the link to the other instances. Messages then enter the ring through
+    /// the subscription, not from [`Room::publish`] directly.
+    redis: Option<RedisRoom>,
 }
 
 /// One thing that happens in the room, as the JSON text every client receives.
@@ -355,13 +397,26 @@ impl Room {
             clients,
             next_client: AtomicU64::new(1),
             relayed: AtomicU64::new(0),
+            redis: None,
         }
     }
 
-    fn publish(&self, event: &RoomEvent<'_>) {
-        // An error only means that no one is listening; then there is no one to tell.
-        let _ = self.published.send(event.encode());
+    // ANCHOR: publish
+    /// Sends a message to the room: into this process's ring, or with `--redis` to every
+    /// instance's ring through Redis (see `redis_room.rs`).
+    async fn publish(&self, event: &RoomEvent<'_>) {
+        match &self.redis {
+            None => self.deliver(event.encode()),
+            Some(redis) => redis_room::publish(redis, self, event.encode()).await,
+        }
     }
+
+    /// Puts an encoded message into the ring, for every session of this instance.
+    fn deliver(&self, text: Utf8Bytes) {
+        // An error only means that no one is listening; then there is no one to tell.
+        let _ = self.published.send(text);
+    }
+    // ANCHOR_END: publish
 
     /// Waits while more than half the ring holds messages that some session has not taken
     /// yet, for at most [`Config::send_timeout`]. Every session takes from the ring even while
@@ -543,7 +598,12 @@ async fn converse(
                 match incoming {
                     Some(Ok(Message::Text(text))) => {
                         room.relayed.fetch_add(1, Ordering::Relaxed);
-                        room.publish(&RoomEvent::Message { from: client, text: &text });
+                        let message = RoomEvent::Message { from: client, text: &text };
+                        // Awaited (one PUBLISH with Redis), taking from the ring meanwhile: one
+                        // sender's messages leave in the order it sent them.
+                        if let Err(reason) = inbox.while_taking(room.publish(&message), config).await {
+                            return (reason, Ending::TooSlow);
+                        }
                         // Read the client's next message only once the ring has room: a burst
                         // (hundreds of small messages in one read) must not lap the sessions
                         // that have yet to forward it, whichever thread they run on.

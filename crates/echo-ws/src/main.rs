@@ -1,6 +1,7 @@
 //! `cargo run -p echo-ws [-- --port 3001 --allow-origin http://localhost:5173]`: serves the room
 //! and the echo until Ctrl-C. The demo itself is in `lib.rs`; this file only reads the arguments
-//! and binds.
+//! and binds. Add `--redis redis://127.0.0.1:6379` (or set `REDIS_URL`) to share the room with
+//! every other instance given the same Redis.
 //!
 //! The timings can be changed too, by flag or environment variable (`--send-timeout-ms` or
 //! `SEND_TIMEOUT_MS`, `--ping-ms` or `PING_MS`, `--idle-timeout-ms` or `IDLE_TIMEOUT_MS`): the
@@ -10,6 +11,7 @@
 use std::time::Duration;
 
 use clap::Parser;
+use realtime_kit::backplane::BackplaneArgs;
 use realtime_kit::config::{self, ListenArgs};
 use realtime_kit::ws::OriginPolicy;
 
@@ -19,6 +21,9 @@ use realtime_kit::ws::OriginPolicy;
 struct Args {
     #[command(flatten)]
     listen: ListenArgs,
+
+    #[command(flatten)]
+    backplane: BackplaneArgs,
 
     /// Also let pages from this origin connect (e.g. `http://localhost:5173`); repeat for more.
     /// Pages of the server's own origin, and clients that send no `Origin`, always may.
@@ -63,6 +68,7 @@ async fn main() -> realtime_kit::Result<()> {
             .max(Duration::from_millis(1)),
         idle_timeout: config::millis_or(args.idle_timeout_ms, defaults.idle_timeout),
         server,
+        backplane: args.backplane.backplane()?,
         ..defaults
     };
     echo_ws::run(listener, room, config::shutdown_signal()).await;
