@@ -528,7 +528,7 @@ fn room_session(
                     client,
                     clients: room.clients.get(),
                 };
-                match inbox.while_taking(room.announce(&join), config).await {
+                match inbox.while_taking(room.announce(&join)).await {
                     Ok(()) => converse(&mut socket, client, inbox, &mut notices, &app).await,
                     Err(reason) => (reason, Ending::TooSlow),
                 }
@@ -601,13 +601,13 @@ async fn converse(
                         let message = RoomEvent::Message { from: client, text: &text };
                         // Awaited (one PUBLISH with Redis), taking from the ring meanwhile: one
                         // sender's messages leave in the order it sent them.
-                        if let Err(reason) = inbox.while_taking(room.publish(&message), config).await {
+                        if let Err(reason) = inbox.while_taking(room.publish(&message)).await {
                             return (reason, Ending::TooSlow);
                         }
                         // Read the client's next message only once the ring has room: a burst
                         // (hundreds of small messages in one read) must not lap the sessions
                         // that have yet to forward it, whichever thread they run on.
-                        if let Err(reason) = inbox.while_taking(room.pace(config), config).await {
+                        if let Err(reason) = inbox.while_taking(room.pace(config)).await {
                             return (reason, Ending::TooSlow);
                         }
                     }
@@ -752,28 +752,21 @@ impl Inbox {
         }
     }
 
-    /// Runs `work` (bounded by [`Config::send_timeout`]) and takes room messages from the ring
-    /// meanwhile. `Err` if this client fell behind: it holds a whole backlog, or the ring
-    /// lapped it.
-    async fn while_taking<T>(
-        &mut self,
-        work: impl Future<Output = T>,
-        config: &Config,
-    ) -> Result<T, Left> {
-        let work = tokio::time::timeout(config.send_timeout, work);
+    /// Runs `work` and takes room messages from the ring meanwhile. `Err` if this client fell
+    /// behind: it holds a whole backlog, or the ring lapped it. `work` bounds itself: a write
+    /// by [`Config::send_timeout`], [`Room::pace`] by its own deadline, so that a publisher
+    /// that waited is never taken for a slow client.
+    async fn while_taking<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Left> {
         tokio::pin!(work);
         loop {
             tokio::select! {
                 biased;
-                done = &mut work => return done.map_err(|_| {
-                    tracing::info!("dropping a client that took nothing for {:?}", config.send_timeout);
-                    Left::TooSlow
-                }),
+                done = &mut work => return Ok(done),
                 taken = self.messages.recv() => match taken {
                     Ok(text) if self.held.len() < self.backlog => self.held.push_back(text),
                     Ok(_) | Err(RecvError::Lagged(_)) => return Err(Left::TooSlow),
                     // The room is gone: finish the work, there is nothing more to take.
-                    Err(RecvError::Closed) => return work.await.map_err(|_| Left::TooSlow),
+                    Err(RecvError::Closed) => return Ok(work.await),
                 },
             }
         }
@@ -787,7 +780,11 @@ impl Inbox {
         message: Message,
         config: &Config,
     ) -> Option<Left> {
-        written(self.while_taking(socket.send(message), config).await)
+        let writing = tokio::time::timeout(config.send_timeout, socket.send(message));
+        match self.while_taking(writing).await {
+            Ok(written) => Delivery::of(written, config).ends_session(),
+            Err(reason) => Some(reason),
+        }
     }
 
     /// Writes the held messages, and any that wait in the ring, in one batch and one flush:
@@ -818,22 +815,14 @@ impl Inbox {
             }
             socket.flush().await
         };
-        match written(self.while_taking(writing, config).await) {
-            Some(reason) => Err(reason),
-            None => Ok(()),
+        let writing = tokio::time::timeout(config.send_timeout, writing);
+        match self.while_taking(writing).await {
+            Ok(written) => match Delivery::of(written, config).ends_session() {
+                Some(reason) => Err(reason),
+                None => Ok(()),
+            },
+            Err(reason) => Err(reason),
         }
-    }
-}
-
-/// Why the session ends, if a write bounded by [`Inbox::while_taking`] ends it.
-fn written(outcome: Result<Result<(), WsError>, Left>) -> Option<Left> {
-    match outcome {
-        Ok(Ok(())) => None,
-        Ok(Err(error)) => {
-            tracing::debug!(%error, "write failed");
-            Some(Left::Closed)
-        }
-        Err(reason) => Some(reason),
     }
 }
 
