@@ -180,6 +180,34 @@ for n in "${sizes[@]}"; do
 done
 echo
 
+# What a runtime adds to the floor, before any server's own work: the same writes, reader and
+# sockets, written by tokio tasks on 2 workers. tokio-shards is one task per core writing its
+# slice of the sockets (the design a room written per core would have); tokio-tasks is one task
+# per socket woken through a broadcast channel (how echo-ws's and chat-sse's sessions are woken).
+for n in "${sizes[@]}"; do
+    for writer in tokio-shards tokio-tasks; do
+        echo "== floor written by $writer: $n sockets, 2 workers"
+        "$bin/loadgen" floor --clients "$n" --rounds "$floor_rounds" --size 100 \
+            --writers 2 --writer "$writer" --json-file "$results"
+        last_run=$(tail -n 1 "$results")
+        keep "floor-$writer/$n" .to_last_client.p99_ms
+        keep "floor-$writer-cpu/$n" '.writer_us_per_delivery * 1000 | round / 1000'
+        compare "floor-$writer/$n" "$n"
+        sleep 2
+    done
+done
+echo "== what a runtime adds: p99 to the last socket, and writer CPU per delivery, 2 threads or workers"
+printf '%-8s %-22s %-12s %-10s %-16s\n' N writer "p99 ms" "/floor" "µs/delivery"
+for n in "${sizes[@]}"; do
+    printf '%-8s %-22s %-12s %-10s %-16s\n' "$n" "OS threads (the floor)" "${figure[floor/$n]:--}" \
+        "1.00x" "${figure[floor-c-cpu/$n/2]:-${figure[floor-rs-cpu/$n/2]:--}}"
+    for writer in tokio-shards tokio-tasks; do
+        printf '%-8s %-22s %-12s %-10s %-16s\n' "$n" "$writer" "${figure[floor-$writer/$n]:--}" \
+            "$(ratio "floor-$writer/$n" "floor/$n")" "${figure[floor-$writer-cpu/$n]:--}"
+    done
+done
+echo
+
 # The Node replicas, before the demos, so each demo figure can be divided by its replica's.
 # Their clock (one setInterval per client, ids counted per client) has no shared tick to
 # spread, so it is measured idle only. Their chat sends a stream's response head only with its

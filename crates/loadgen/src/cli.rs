@@ -137,6 +137,9 @@ enum Scenario {
         /// Writer threads, each writing to its own slice of the sockets.
         #[arg(long, default_value_t = 1)]
         writers: usize,
+        /// Who writes: OS threads (the floor), or tokio tasks, to measure what a runtime adds.
+        #[arg(long, value_enum, default_value = "threads")]
+        writer: crate::floor::Writer,
     },
     /// The reading side of `floor`, which runs it in a process of its own.
     #[command(hide = true)]
@@ -168,7 +171,8 @@ pub(crate) fn main() -> realtime_kit::Result<()> {
             rounds,
             size,
             writers,
-        } => crate::floor::floor(&args.common, rounds, size, writers)?,
+            writer,
+        } => crate::floor::floor(&args.common, rounds, size, writers, writer)?,
         Scenario::FloorReader { port, rounds, size } => {
             return crate::floor::floor_reader(&args.common, port, rounds, size);
         }

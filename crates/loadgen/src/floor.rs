@@ -8,6 +8,15 @@
 //! target/release/loadgen floor --clients 10000 --rounds 20 --size 100 --writers 2
 //! ```
 //!
+//! `--writer` chooses who writes, with the same reader every time, so the steps between the
+//! floor and a demo can be measured one at a time:
+//!
+//! | `--writer` | what writes each round |
+//! | --- | --- |
+//! | `threads` (the floor) | W OS threads, blocking `write` on plain sockets, as the C code does |
+//! | `tokio-shards` | W tasks on a tokio runtime of W workers, each writing its slice of the sockets with `try_write` (a wait for writability only if a socket is full): what a room written by one task per core would cost |
+//! | `tokio-tasks` | one task per socket, woken through a `tokio::sync::broadcast` channel, each writing its own socket: how a room of one task per client (echo-ws's, chat-sse's) is woken, without anything else a session does |
+//!
 //! The report's `to_last_client` is each round's time from the send to the last of the N
 //! arrivals, under the same key as the other fan-out scenarios, so a script can divide one by
 //! the other; `writer_us_per_delivery` is the writer's CPU time (all its threads) per message
@@ -16,6 +25,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -65,6 +75,7 @@ pub(crate) fn floor(
     rounds: u32,
     size: usize,
     writers: usize,
+    writer: Writer,
 ) -> realtime_kit::Result<Report> {
     let clients = common.clients;
     let size = size.max(HEADER);
@@ -123,15 +134,18 @@ pub(crate) fn floor(
     let mut message = vec![b'x'; size];
     let mut writer_cpu = Duration::ZERO;
     let mut sent = 0u32;
+    let connected = sockets.len();
+    let mut round_writer = RoundWriter::new(writer, sockets, writers)?;
     for round in (0..rounds).take_while(|_| Instant::now() < deadline) {
         let before = Usage::of(None)?;
         message[..4].copy_from_slice(&round.to_le_bytes());
         message[4..HEADER].copy_from_slice(&monotonic_ns().to_le_bytes());
-        write_round(&sockets, &message, writers)?;
+        round_writer.write(&message)?;
         writer_cpu += Usage::of(None)?.cpu.saturating_sub(before.cpu);
         sent += 1;
         std::thread::sleep(PAUSE);
     }
+    drop(round_writer);
 
     line.clear();
     from_reader.read_line(&mut line)?;
@@ -154,8 +168,8 @@ pub(crate) fn floor(
     report.add(
         "clients",
         "clients",
-        json!({ "requested": clients, "connected": sockets.len(), "failed": 0, "connect_s": connect_s }),
-        format!("{} of {clients} connected in {connect_s:.2} s", sockets.len()),
+        json!({ "requested": clients, "connected": connected, "failed": 0, "connect_s": connect_s }),
+        format!("{connected} of {clients} connected in {connect_s:.2} s"),
     );
     report.add("n", "n", json!(clients), clients.to_string());
     report.add("size", "size", json!(size), format!("{size} B"));
@@ -164,6 +178,12 @@ pub(crate) fn floor(
         "writer threads",
         json!(writers),
         writers.to_string(),
+    );
+    report.add(
+        "writer",
+        "writer",
+        json!(writer.name()),
+        writer.name().to_owned(),
     );
     report.add(
         "rounds",
@@ -194,6 +214,167 @@ pub(crate) fn floor(
         ),
     );
     Ok(report)
+}
+
+/// Who writes each round (see the table at the top of this file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Writer {
+    /// W OS threads with blocking writes: the floor itself.
+    Threads,
+    /// W tokio tasks on W workers, each writing its slice of the sockets.
+    TokioShards,
+    /// One tokio task per socket, woken by a broadcast channel.
+    TokioTasks,
+}
+
+impl Writer {
+    fn name(self) -> &'static str {
+        match self {
+            Writer::Threads => "threads",
+            Writer::TokioShards => "tokio-shards",
+            Writer::TokioTasks => "tokio-tasks",
+        }
+    }
+}
+
+/// The writing side, set up once before the rounds so that a round measures only its writes.
+enum RoundWriter {
+    Threads {
+        sockets: Vec<TcpStream>,
+        writers: usize,
+    },
+    Shards {
+        runtime: tokio::runtime::Runtime,
+        slices: Vec<Arc<Vec<tokio::net::TcpStream>>>,
+    },
+    Tasks {
+        runtime: tokio::runtime::Runtime,
+        /// Each round's message, to every socket's task.
+        rounds: tokio::sync::broadcast::Sender<Arc<[u8]>>,
+        /// How many sockets have the current round written; a round ends when all have.
+        written: tokio::sync::mpsc::Receiver<std::io::Result<()>>,
+        sockets: usize,
+    },
+}
+
+impl RoundWriter {
+    fn new(writer: Writer, sockets: Vec<TcpStream>, writers: usize) -> std::io::Result<Self> {
+        if writer == Writer::Threads {
+            return Ok(Self::Threads { sockets, writers });
+        }
+        // W workers, as the floor has W threads: the runtime a demo's `#[tokio::main]` gets on
+        // a machine of W cores.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(writers)
+            .enable_io()
+            .build()?;
+        let count = sockets.len();
+        let sockets = {
+            let _entered = runtime.enter();
+            sockets
+                .into_iter()
+                .map(|socket| {
+                    socket.set_nonblocking(true)?;
+                    tokio::net::TcpStream::from_std(socket)
+                })
+                .collect::<std::io::Result<Vec<_>>>()?
+        };
+        Ok(match writer {
+            Writer::Threads => unreachable!("handled above"),
+            Writer::TokioShards => {
+                let slice = count.div_ceil(writers).max(1);
+                let mut slices = Vec::new();
+                let mut sockets = sockets.into_iter().peekable();
+                while sockets.peek().is_some() {
+                    slices.push(Arc::new(sockets.by_ref().take(slice).collect()));
+                }
+                Self::Shards { runtime, slices }
+            }
+            Writer::TokioTasks => {
+                let (rounds, _) = tokio::sync::broadcast::channel::<Arc<[u8]>>(4);
+                let (done, written) = tokio::sync::mpsc::channel(count.max(1));
+                for socket in sockets {
+                    let mut next = rounds.subscribe();
+                    let done = done.clone();
+                    runtime.spawn(async move {
+                        while let Ok(message) = next.recv().await {
+                            let result = write_all(&socket, &message).await;
+                            if done.send(result).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+                Self::Tasks {
+                    runtime,
+                    rounds,
+                    written,
+                    sockets: count,
+                }
+            }
+        })
+    }
+
+    /// Writes `message` to every socket and returns once every write is done.
+    fn write(&mut self, message: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Threads { sockets, writers } => write_round(sockets, message, *writers),
+            Self::Shards { runtime, slices } => {
+                let message: Arc<[u8]> = message.into();
+                runtime.block_on(async {
+                    let shards: Vec<_> = slices
+                        .iter()
+                        .map(|slice| {
+                            let slice = slice.clone();
+                            let message = message.clone();
+                            tokio::spawn(async move {
+                                for socket in slice.iter() {
+                                    write_all(socket, &message).await?;
+                                }
+                                Ok::<_, std::io::Error>(())
+                            })
+                        })
+                        .collect();
+                    for shard in shards {
+                        shard.await.map_err(std::io::Error::other)??;
+                    }
+                    Ok(())
+                })
+            }
+            Self::Tasks {
+                runtime,
+                rounds,
+                written,
+                sockets,
+            } => {
+                let _ = rounds.send(message.into());
+                runtime.block_on(async {
+                    for _ in 0..*sockets {
+                        match written.recv().await {
+                            Some(result) => result?,
+                            None => return Err(std::io::Error::other("a writer task ended")),
+                        }
+                    }
+                    Ok(())
+                })
+            }
+        }
+    }
+}
+
+/// Writes all of `message` to a non-blocking socket: straight away when it has room (always,
+/// for a small message on an idle loopback socket), waiting for writability only if not.
+async fn write_all(socket: &tokio::net::TcpStream, mut message: &[u8]) -> std::io::Result<()> {
+    while !message.is_empty() {
+        match socket.try_write(message) {
+            Ok(written) => message = &message[written..],
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                socket.writable().await?;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// Writes `message` to every socket, from `writers` threads, each its own slice of the sockets.

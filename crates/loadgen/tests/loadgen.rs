@@ -260,39 +260,45 @@ async fn ws_fanout_reaches_every_client() {
 }
 
 /// `floor` needs no server: its writer and its reader process see every round reach every one
-/// of 200 sockets, in a sane time, and the writer's CPU per delivery is counted.
+/// of 200 sockets, in a sane time, and the writer's CPU per delivery is counted. The same for
+/// each kind of writer: OS threads (the floor), tokio shards and a tokio task per socket.
 #[tokio::test]
 async fn floor_reaches_every_socket_in_every_round() {
-    let output = loadgen(&[
-        "floor",
-        "--clients",
-        "200",
-        "--rounds",
-        "3",
-        "--writers",
-        "2",
-        "--json",
-    ])
-    .await;
-    let report = json_report(&output);
-    assert_eq!(report["scenario"], "floor");
-    assert_eq!(report["n"], 200);
-    assert_eq!(report["writers"], 2);
-    assert_eq!(report["size"], 100);
-    assert_eq!(report["rounds"], 3);
-    assert_eq!(report["rounds_complete"], 3, "{report}");
-    assert_eq!(report["missed"], 0);
-    let last = &report["to_last_client"];
-    assert_eq!(last["samples"], 3);
-    let (p50, p99, max) = (
-        last["p50_ms"].as_f64().expect("p50"),
-        last["p99_ms"].as_f64().expect("p99"),
-        last["max_ms"].as_f64().expect("max"),
-    );
-    assert!(
-        0.0 < p50 && p50 <= p99 && p99 <= max && max < 1000.0,
-        "{last}"
-    );
-    let writer = report["writer_us_per_delivery"].as_f64().expect("CPU");
-    assert!(writer > 0.0 && writer < 1000.0, "{writer}");
+    for writer in ["threads", "tokio-shards", "tokio-tasks"] {
+        let output = loadgen(&[
+            "floor",
+            "--clients",
+            "200",
+            "--rounds",
+            "3",
+            "--writers",
+            "2",
+            "--writer",
+            writer,
+            "--json",
+        ])
+        .await;
+        let report = json_report(&output);
+        assert_eq!(report["scenario"], "floor");
+        assert_eq!(report["writer"], writer);
+        assert_eq!(report["n"], 200);
+        assert_eq!(report["writers"], 2);
+        assert_eq!(report["size"], 100);
+        assert_eq!(report["rounds"], 3);
+        assert_eq!(report["rounds_complete"], 3, "{writer}: {report}");
+        assert_eq!(report["missed"], 0, "{writer}");
+        let last = &report["to_last_client"];
+        assert_eq!(last["samples"], 3, "{writer}");
+        let (p50, p99, max) = (
+            last["p50_ms"].as_f64().expect("p50"),
+            last["p99_ms"].as_f64().expect("p99"),
+            last["max_ms"].as_f64().expect("max"),
+        );
+        assert!(
+            0.0 < p50 && p50 <= p99 && p99 <= max && max < 1000.0,
+            "{writer}: {last}"
+        );
+        let cpu = report["writer_us_per_delivery"].as_f64().expect("CPU");
+        assert!(cpu > 0.0 && cpu < 1000.0, "{writer}: {cpu}");
+    }
 }
