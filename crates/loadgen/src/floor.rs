@@ -26,6 +26,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -251,8 +252,12 @@ enum RoundWriter {
         runtime: tokio::runtime::Runtime,
         /// Each round's message, to every socket's task.
         rounds: tokio::sync::broadcast::Sender<Arc<[u8]>>,
-        /// How many sockets have the current round written; a round ends when all have.
+        /// What the tasks tell the round: every socket written, or a write that failed. Only
+        /// the last writer of a round (or a failing one) sends, so that telling the round does
+        /// not add a wake-up per socket that a room does not have.
         written: tokio::sync::mpsc::Receiver<std::io::Result<()>>,
+        /// Sockets still to write in the current round.
+        remaining: Arc<std::sync::atomic::AtomicUsize>,
         sockets: usize,
     },
 }
@@ -293,13 +298,16 @@ impl RoundWriter {
             Writer::TokioTasks => {
                 let (rounds, _) = tokio::sync::broadcast::channel::<Arc<[u8]>>(4);
                 let (done, written) = tokio::sync::mpsc::channel(count.max(1));
+                let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 for socket in sockets {
                     let mut next = rounds.subscribe();
                     let done = done.clone();
+                    let remaining = remaining.clone();
                     runtime.spawn(async move {
                         while let Ok(message) = next.recv().await {
                             let result = write_all(&socket, &message).await;
-                            if done.send(result).await.is_err() {
+                            let last = remaining.fetch_sub(1, Ordering::AcqRel) == 1;
+                            if (result.is_err() || last) && done.send(result).await.is_err() {
                                 return;
                             }
                         }
@@ -309,6 +317,7 @@ impl RoundWriter {
                     runtime,
                     rounds,
                     written,
+                    remaining,
                     sockets: count,
                 }
             }
@@ -345,17 +354,16 @@ impl RoundWriter {
                 runtime,
                 rounds,
                 written,
+                remaining,
                 sockets,
             } => {
+                remaining.store(*sockets, Ordering::Release);
                 let _ = rounds.send(message.into());
                 runtime.block_on(async {
-                    for _ in 0..*sockets {
-                        match written.recv().await {
-                            Some(result) => result?,
-                            None => return Err(std::io::Error::other("a writer task ended")),
-                        }
+                    match written.recv().await {
+                        Some(result) => result,
+                        None => Err(std::io::Error::other("a writer task ended")),
                     }
-                    Ok(())
                 })
             }
         }
