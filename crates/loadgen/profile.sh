@@ -9,7 +9,9 @@
 # the two runs, divided by the extra deliveries, is what the rounds cost, without the connecting
 # and the start-up that both runs share. For a demo the server is counted alone, and then the
 # server and loadgen together; the floor (../shared/baselines/fanout_floor.c) is counted as its
-# two processes together, its writer and its reader, which play the server and loadgen.
+# two processes together, its writer and its reader, which play the server and loadgen; so is
+# loadgen's port of it, written by OS threads (as the C file is), by one tokio task per core, and
+# by one tokio task per socket, which separates what a runtime and a task per client cost.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -52,6 +54,12 @@ floor() { # floor ROUNDS: the C floor, both processes, two writer threads
     perf stat -e "$events" -o "$work/floor-$1.txt" -- "$work/fanout_floor" "$clients" "$1" 100 2 >/dev/null
 }
 
+writer() { # writer KIND ROUNDS: loadgen's floor written by KIND (threads, tokio-shards, tokio-tasks),
+    # its writer and its reader process together, two threads or workers
+    perf stat -e "$events" -o "$work/floor-$1-$2.txt" -- "$bin/loadgen" floor --clients "$clients" \
+        --rounds "$2" --size 100 --writers 2 --writer "$1" --json >/dev/null 2>&1
+}
+
 port=23400
 demo() { # demo NAME ROUNDS SCENARIO URL [SERVER OPTIONS]: one server and one loadgen run; PORT
     # in URL is replaced by the server's port
@@ -75,6 +83,11 @@ demo() { # demo NAME ROUNDS SCENARIO URL [SERVER OPTIONS]: one server and one lo
 echo "== the floor, $clients clients, $few and $many rounds"
 floor "$few"
 floor "$many"
+for kind in threads tokio-shards tokio-tasks; do
+    echo "== loadgen floor --writer $kind"
+    writer "$kind" "$few"
+    writer "$kind" "$many"
+done
 echo "== echo-ws"
 demo echo-ws "$few" ws-fanout "ws://127.0.0.1:PORT/ws" --max-clients 20000
 demo echo-ws "$many" ws-fanout "ws://127.0.0.1:PORT/ws" --max-clients 20000
@@ -88,6 +101,10 @@ echo
 echo "| what is counted | CPU µs | user µs | system µs | system calls | context switches |"
 echo "| --- | --- | --- | --- | --- | --- |"
 per_delivery "floor: writer and reader" "$work/floor-$few.txt" "$work/floor-$many.txt"
+for kind in threads tokio-shards tokio-tasks; do
+    per_delivery "loadgen floor --writer $kind: writer and reader" \
+        "$work/floor-$kind-$few.txt" "$work/floor-$kind-$many.txt"
+done
 for name in echo-ws chat-sse; do
     per_delivery "$name: server" "$work/$name-server-$few.txt" "$work/$name-server-$many.txt"
     per_delivery "$name: loadgen" "$work/$name-loadgen-$few.txt" "$work/$name-loadgen-$many.txt"
