@@ -152,7 +152,10 @@ enum Protocol {
     /// The body is de-chunked without copying (the [`crate::sse_client::Dechunker`] hands out
     /// slices of the read buffer): the framing also says when a chunked stream has ended, and an
     /// event's blank line split by a chunk boundary is still one blank line.
-    Sse { body: Body, scan: SseScan },
+    Sse {
+        body: Body,
+        scan: SseScan,
+    },
 }
 
 /// What the reader looks for, besides counting messages.
@@ -351,7 +354,10 @@ impl Books<'_> {
 /// The thread: reads every handed-over socket until the stop flag is set.
 fn read_all(shared: &Shared, watch: Watch) -> io::Result<Measured> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-    epoll.add(&shared.wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN))?;
+    epoll.add(
+        &shared.wake,
+        EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN),
+    )?;
     let (board, ticks) = match &watch {
         Watch::Rounds(board) => (Some(board.as_ref()), None),
         Watch::Ticks(ticks) => (None, Some(ticks.as_ref())),
@@ -557,7 +563,12 @@ fn pong_frame(payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
     out.push(0x8a);
     out.push(0x80 | payload.len() as u8);
     out.extend_from_slice(&mask);
-    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(byte, key)| byte ^ key));
+    out.extend(
+        payload
+            .iter()
+            .zip(mask.iter().cycle())
+            .map(|(byte, key)| byte ^ key),
+    );
 }
 
 /// What a parser found in the bytes it was fed.
@@ -638,7 +649,9 @@ impl MarkerMatch {
                     matched => Self::Prefix(matched),
                 }
             }
-            Self::Digits { value, digits } if byte.is_ascii_digit() && digits < MAX_ROUND_DIGITS => {
+            Self::Digits { value, digits }
+                if byte.is_ascii_digit() && digits < MAX_ROUND_DIGITS =>
+            {
                 Self::Digits {
                     value: value * 10 + u64::from(byte - b'0'),
                     digits: digits + 1,
@@ -929,7 +942,12 @@ mod tests {
         [
             frame(true, 0x1, format!("{PREFIX}0-end").as_bytes(), None),
             frame(true, 0x2, b"\x00\x01binary", None),
-            frame(false, 0x1, format!("say {PRE}", PRE = &PREFIX[..5]).as_bytes(), None),
+            frame(
+                false,
+                0x1,
+                format!("say {PRE}", PRE = &PREFIX[..5]).as_bytes(),
+                None,
+            ),
             frame(true, 0x9, b"ping!", None),
             frame(false, 0x0, format!("{}1-e", &PREFIX[5..]).as_bytes(), None),
             frame(true, 0x0, b"nd, done", None),
@@ -940,7 +958,12 @@ mod tests {
             frame(true, 0x1, format!("{PREFIX}3-end").as_bytes(), Some(126)),
             frame(true, 0x1, b"no marker here lg42x", None),
             frame(true, 0x1, b"lg1x2-9-end", None),
-            frame(true, 0x1, format!("{PREFIX}-end {PREFIX}x-end").as_bytes(), None),
+            frame(
+                true,
+                0x1,
+                format!("{PREFIX}-end {PREFIX}x-end").as_bytes(),
+                None,
+            ),
             frame(true, 0x8, b"\x03\xe8", None),
             frame(true, 0x1, format!("{PREFIX}8-end").as_bytes(), None),
         ]
@@ -1131,7 +1154,13 @@ mod tests {
         let later = start + Duration::from_millis(5);
         let text = "data: lg42x1234-3-end\n\ndata: lg42x1234-3-end\n\ndata: lg42x1234-4-end\n\n\
                     data: lg42x1234-3-end\n\ndata: lg42x1234-2-end\n\ndata: lg42x1234-5-end\n\n";
-        assert!(on_bytes(&mut connection, text.as_bytes(), later, &mut books, None));
+        assert!(on_bytes(
+            &mut connection,
+            text.as_bytes(),
+            later,
+            &mut books,
+            None
+        ));
         assert_eq!(books.events, 6);
         assert_eq!((board.reached(3), board.reached(4)), (1, 1));
         assert_eq!(board.reached(2), 0, "older than the highest seen");
@@ -1147,9 +1176,11 @@ mod tests {
         let marker = Marker::new(PREFIX);
         let mut state = MarkerMatch::default();
         let mut rounds = Vec::new();
-        state.feed(&marker, b"lglg42xlg42x1234-lg42x1234-12-enlg42x1234-7-end", &mut |f| {
-            rounds.push(own(f))
-        });
+        state.feed(
+            &marker,
+            b"lglg42xlg42x1234-lg42x1234-12-enlg42x1234-7-end",
+            &mut |f| rounds.push(own(f)),
+        );
         assert_eq!(rounds, [Seen::Round(7)]);
         assert!(std::panic::catch_unwind(|| Marker::new("abca-")).is_err());
         assert!(std::panic::catch_unwind(|| Marker::new("1x-")).is_err());

@@ -58,7 +58,12 @@ impl Reader {
 
     /// The report's `reader` row.
     fn row(self, report: &mut Report) {
-        report.add("reader", "reader", json!(self.name()), self.name().to_owned());
+        report.add(
+            "reader",
+            "reader",
+            json!(self.name()),
+            self.name().to_owned(),
+        );
     }
 }
 
