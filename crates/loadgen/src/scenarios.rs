@@ -1,6 +1,8 @@
 //! The scenarios: each connects its clients, measures one thing, and returns a [`Report`].
-//! Each client is a task that starts reading as soon as its connection opens; dropping the
-//! clients at the end aborts their tasks, which closes every connection.
+//! Each client starts reading as soon as its connection opens: in a task of its own, which
+//! dropping the clients at the end aborts, closing the connection; or, for the fan-outs with
+//! `--reader epoll` (the default), on the epoll reader's thread, which closes every connection
+//! when it stops.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
