@@ -6,6 +6,10 @@
 # already served and dropped 10,000 clients reuses their freed memory, and its RSS no longer
 # grows with new ones.
 #
+# Every fan-out is read the way the floor is (loadgen's --reader epoll, the default: one epoll
+# thread), so a ratio to the floor compares servers; one run each of chat-sse and echo-ws at
+# $many with --reader tokio shows what the old, heavier reader added.
+#
 # Absolute times on a shared machine move by 2-3x from day to day, so every fan-out figure is
 # also printed as a ratio to two references measured in the same run (see
 # ../shared/baselines/README.md): the machine's floor (raw TCP writes to N sockets, the C
@@ -257,6 +261,10 @@ once "chat-sse: fan-out to 1000 streams" chat-sse chat-fanout "$sse" --clients 1
 keep chat/1000 .to_last_client.p99_ms && compare chat/1000 1000 node-chat/1000
 once "chat-sse: fan-out to $many streams" chat-sse chat-fanout "$sse" --clients "$many" --rounds "$rounds"
 keep "chat/$many" .to_last_client.p99_ms && compare "chat/$many" "$many" "node-chat/$many"
+# The same with loadgen's old reader (a tokio task per stream, kernel stamps): how much of the
+# ratio to the floor the reader made, not the server.
+once "chat-sse: fan-out to $many streams, tokio reader" chat-sse chat-fanout "$sse" --clients "$many" --rounds "$rounds" --reader tokio
+keep "chat/$many/tokio" .to_last_client.p99_ms && compare "chat/$many/tokio" "$many" "node-chat/$many"
 once "chat-sse --direct-streams: fan-out to $many streams" "chat-sse --direct-streams" chat-fanout "$sse" --clients "$many" --rounds "$rounds"
 keep "chat-direct/$many" .to_last_client.p99_ms && compare "chat-direct/$many" "$many" "node-chat/$many"
 once "echo-ws: $many idle room sockets" "echo-ws --max-clients 20000" ws-idle "$ws/ws" --clients "$many"
@@ -265,6 +273,8 @@ once "echo-ws: broadcast to 1000 sockets" echo-ws ws-fanout "$ws/ws" --clients 1
 keep ws/1000 .to_last_client.p99_ms && compare ws/1000 1000 node-ws/1000
 once "echo-ws: broadcast to $many sockets" "echo-ws --max-clients 20000" ws-fanout "$ws/ws" --clients "$many" --rounds "$rounds"
 keep "ws/$many" .to_last_client.p99_ms && compare "ws/$many" "$many" "node-ws/$many"
+once "echo-ws: broadcast to $many sockets, tokio reader" "echo-ws --max-clients 20000" ws-fanout "$ws/ws" --clients "$many" --rounds "$rounds" --reader tokio
+keep "echo/$many/tokio" .to_last_client.p99_ms && compare "echo/$many/tokio" "$many" "node-ws/$many"
 once "echo-ws: throughput, 100 sockets, 10 senders, 64 B" echo-ws ws-throughput "$ws/ws" --clients 100 --senders 10 --size 64
 keep demo-tp .deliveries_per_s && keep demo-tp-cpu .server_cpu_us_per_delivery
 once "stock-ticker: $many SSE streams (quotes flowing)" stock-ticker sse-idle "$sse/quotes/stream" --clients "$many"
@@ -283,9 +293,11 @@ for n in "${sizes[@]}"; do
     row "chat-sse: POST to the last of $n streams" "floor/$n" "node-chat/$n" "chat/$n"
 done
 row "chat-sse --direct-streams: to the last of $many" "floor/$many" "node-chat/$many" "chat-direct/$many"
+row "chat-sse: to the last of $many (tokio reader)" "floor/$many" "node-chat/$many" "chat/$many/tokio"
 for n in "${sizes[@]}"; do
     row "echo-ws: broadcast to the last of $n sockets" "floor/$n" "node-ws/$n" "ws/$n"
 done
+row "echo-ws: to the last of $many sockets (tokio reader)" "floor/$many" "node-ws/$many" "echo/$many/tokio"
 for n in "${sizes[@]}"; do
     row "clock-sse: tick spread over $n clients" "floor/$n" none "clock/$n"
 done

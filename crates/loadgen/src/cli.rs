@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::measure::Report;
-use crate::scenarios;
+use crate::scenarios::{self, Reader};
 
 /// Load scenarios against a running demo, over loopback.
 #[derive(Debug, Parser)]
@@ -86,6 +86,10 @@ enum Scenario {
         /// How many ticks to measure.
         #[arg(long, default_value_t = 10)]
         ticks: u64,
+        /// Who reads the clients: one epoll thread like the floor's reader, or a tokio task
+        /// each with the kernel's receive stamps.
+        #[arg(long, value_enum, default_value_t = Reader::Epoll)]
+        reader: Reader,
     },
     /// Chat fan-out: time from a POST until each of N streams has the message.
     ChatFanout {
@@ -103,12 +107,24 @@ enum Scenario {
         /// `res.writeHead` does until the first `write`.
         #[arg(long)]
         prime_streams: bool,
+        /// Who reads the clients: one epoll thread like the floor's reader, or a tokio task
+        /// each with the kernel's receive stamps.
+        #[arg(long, value_enum, default_value_t = Reader::Epoll)]
+        reader: Reader,
     },
     /// WebSocket broadcast fan-out: time from a send until each of N clients has it.
     WsFanout {
         /// How many messages to send, one after the other.
         #[arg(long, default_value_t = 20)]
         rounds: u64,
+        /// Who reads the clients: one epoll thread like the floor's reader, or a tokio task
+        /// each with the kernel's receive stamps.
+        #[arg(long, value_enum, default_value_t = Reader::Epoll)]
+        reader: Reader,
+        /// Seconds to wait after each round: a run that lasts past the server's ping interval
+        /// shows whether the clients answer pings.
+        #[arg(long, value_parser = parse_seconds, default_value = "0")]
+        pause: Duration,
     },
     /// WebSocket broadcast throughput: M of the N clients send, every client counts deliveries.
     WsThroughput {
@@ -192,17 +208,31 @@ fn run_async(common: &Common, scenario: Scenario) -> realtime_kit::Result<Report
             match scenario {
                 Scenario::SseIdle { hold } => scenarios::sse_idle(common, hold).await,
                 Scenario::WsIdle { hold } => scenarios::ws_idle(common, hold).await,
-                Scenario::ClockSpread { ticks } => scenarios::clock_spread(common, ticks).await,
+                Scenario::ClockSpread { ticks, reader } => {
+                    scenarios::clock_spread(common, ticks, reader).await
+                }
                 Scenario::ChatFanout {
                     rounds,
                     stream_path,
                     post_path,
                     prime_streams,
+                    reader,
                 } => {
                     let paths = (stream_path.as_str(), post_path.as_str());
-                    scenarios::chat_fanout(common, rounds, paths, prime_streams).await
+                    scenarios::chat_fanout(common, rounds, paths, prime_streams, reader).await
                 }
-                Scenario::WsFanout { rounds } => scenarios::ws_fanout(common, rounds).await,
+                Scenario::WsFanout {
+                    rounds,
+                    reader,
+                    pause,
+                } => {
+                    let options = scenarios::WsFanout {
+                        rounds,
+                        reader,
+                        pause,
+                    };
+                    scenarios::ws_fanout(common, options).await
+                }
                 Scenario::WsThroughput {
                     senders,
                     window,

@@ -64,7 +64,6 @@ async fn connect(target: SocketAddr, index: usize, sources: usize) -> std::io::R
     };
     let stream = socket.connect(target).await?;
     stream.set_nodelay(true)?;
-    crate::kernel_stamp::enable(&stream)?;
     Ok(stream)
 }
 

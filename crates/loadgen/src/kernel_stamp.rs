@@ -1,5 +1,7 @@
 //! Kernel receive timestamps: when the data of a read reached the socket, whatever loadgen was
-//! doing then. Used by every client loadgen opens; see `loadgen --help` to run it.
+//! doing then. Used by every client read by a tokio task (the idle and throughput scenarios, and
+//! the fan-outs with `--reader tokio`); see `loadgen --help` to run it. The epoll reader, like
+//! the floor's, reads without them.
 //!
 //! loadgen reads 10,000 sockets on one thread that shares two cores with the server, so the
 //! moment it reads a message (`Instant::now()` in the handler) includes its own queueing: up to

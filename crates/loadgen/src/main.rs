@@ -21,18 +21,23 @@
 //! (or one JSON line with `--json`; `--json-file PATH` appends that line to a file as well).
 //! With `--server-pid` it also reports the server's memory (RSS) per connection and CPU time,
 //! next to its own CPU time: both share this machine's cores, so the report says which side was
-//! busier. For the fan-out scenarios it adds the server's CPU per delivery, and each arrival is
-//! timed twice: when loadgen read it, and when the kernel received it (`(kernel stamp)` rows),
-//! which does not wait for loadgen's one thread to get to that client.
+//! busier. For the fan-out scenarios it adds the server's CPU per delivery. Their clients are
+//! read by one epoll thread (`--reader epoll`, the default; src/epoll_reader.rs), the same kind
+//! of reader as the floor's, so that a fan-out divided by the floor compares the servers and not
+//! the readers. `--reader tokio` reads them with a tokio task each, as loadgen used to, and times
+//! each arrival twice: when loadgen read it, and when the kernel received it (`(kernel stamp)`
+//! rows, which do not wait for loadgen's one thread to get to that client).
 //!
-//! loadgen runs on Linux only: it reads the server's memory and CPU from `/proc` and the
-//! kernel's receive stamps through `SO_TIMESTAMPNS`, and elsewhere it says so and exits. The
-//! demos, their tests and the book need none of it.
+//! loadgen runs on Linux only: it reads the server's memory and CPU from `/proc`, its clients
+//! with epoll, and the kernel's receive stamps through `SO_TIMESTAMPNS`; elsewhere it says so
+//! and exits. The demos, their tests and the book need none of it.
 
 #[cfg(target_os = "linux")]
 mod cli;
 #[cfg(target_os = "linux")]
 mod clients;
+#[cfg(target_os = "linux")]
+mod epoll_reader;
 #[cfg(target_os = "linux")]
 mod floor;
 #[cfg(target_os = "linux")]

@@ -1,6 +1,8 @@
 //! The scenarios: each connects its clients, measures one thing, and returns a [`Report`].
-//! Each client is a task that starts reading as soon as its connection opens; dropping the
-//! clients at the end aborts their tasks, which closes every connection.
+//! Each client starts reading as soon as its connection opens: in a task of its own, which
+//! dropping the clients at the end aborts, closing the connection; or, for the fan-outs with
+//! `--reader epoll` (the default), on the epoll reader's thread, which closes every connection
+//! when it stops.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -18,6 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cli::Common;
 use crate::clients::{ClientTask, Opened, open_all, progress_bar};
+use crate::epoll_reader::{EpollReader, Handover, Measured, RoundBoard, Watch};
 use crate::kernel_stamp::StampedStream;
 use crate::measure::{Latencies, Report, Usage, micros_per};
 use crate::sse_client::SseClient;
@@ -34,6 +37,102 @@ fn run_marker() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     format!("lg{}x{nanos}", std::process::id())
+}
+
+/// Who reads the measuring clients of a fan-out (`--reader`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Reader {
+    /// One OS thread, one epoll loop, plain reads: the floor's kind of reader, so that a
+    /// fan-out divided by the floor compares the servers, not the readers (src/epoll_reader.rs).
+    Epoll,
+    /// One tokio task per client, reads with the kernel's receive stamps (the `(kernel stamp)`
+    /// rows): about three times the floor reader's CPU per delivery.
+    Tokio,
+}
+
+impl Reader {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Epoll => "epoll",
+            Self::Tokio => "tokio",
+        }
+    }
+
+    /// The report's `reader` row.
+    fn row(self, report: &mut Report) {
+        report.add(
+            "reader",
+            "reader",
+            json!(self.name()),
+            self.name().to_owned(),
+        );
+    }
+}
+
+/// The measuring clients of a fan-out, read one way or the other.
+enum Readers {
+    /// A task per client; `received` counts what they read.
+    Tokio {
+        clients: Vec<ClientTask>,
+        received: Box<dyn Fn() -> u64>,
+    },
+    Epoll(EpollReader),
+}
+
+impl Readers {
+    /// Messages (WebSocket) or events (SSE) read so far.
+    fn received(&self) -> u64 {
+        match self {
+            Self::Tokio { received, .. } => received(),
+            Self::Epoll(reader) => reader.events(),
+        }
+    }
+
+    /// Ends the measurement. The epoll reader stops, closing its sockets, and hands what it
+    /// measured to `rounds`, with a row of the connections that ended meanwhile; the tokio
+    /// clients are returned, to be dropped after the report as they always were.
+    fn stop_reading(
+        self,
+        report: &mut Report,
+        connected: usize,
+        rounds: Option<&Rounds>,
+    ) -> realtime_kit::Result<Vec<ClientTask>> {
+        match self {
+            Self::Tokio { clients, .. } => Ok(clients),
+            Self::Epoll(reader) => {
+                let ended = reader.ended();
+                let measured = reader.finish()?;
+                if let Some(rounds) = rounds {
+                    rounds.absorb(measured);
+                }
+                report.add(
+                    "ended",
+                    "ended early",
+                    json!(ended),
+                    format!("{ended} of {connected} connections ended while measured"),
+                );
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
+/// Opens `common.clients` event streams on `url` and hands each, once its response head is
+/// read, to a new epoll reader looking for `watch`.
+async fn open_sse_epoll(
+    common: &Common,
+    url: &str,
+    watch: Watch,
+) -> realtime_kit::Result<(Opened<()>, EpollReader)> {
+    let reader = EpollReader::start(watch)?;
+    let reader_ref = &reader;
+    let opened = open_all(common, common.clients, |_, tcp| async move {
+        let client = SseClient::open(tcp, url, !common.plain).await?;
+        reader_ref.hand_over(Handover::sse(client)?)?;
+        Ok(())
+    })
+    .await?;
+    Ok((opened, reader))
 }
 
 /// What all SSE clients of a run count together.
@@ -61,6 +160,7 @@ where
     let on_event = &on_event;
     let tally_ref = &tally;
     let opened = open_all(common, common.clients, |index, tcp| async move {
+        crate::kernel_stamp::enable(&tcp)?;
         let client = SseClient::open(tcp, url, !common.plain).await?;
         let mut handle = on_event(index);
         let tally = tally_ref.clone();
@@ -133,6 +233,7 @@ where
     let url = common.url.as_str();
     let read = &read;
     open_all(common, count, |index, tcp| async move {
+        crate::kernel_stamp::enable(&tcp)?;
         let (socket, _) = tokio_tungstenite::client_async_with_config(
             url,
             StampedStream::new(tcp),
@@ -265,18 +366,18 @@ pub(crate) async fn ws_idle(common: &Common, hold: Duration) -> realtime_kit::Re
 /// First and last arrival of one message (a tick, a post) across all clients: as loadgen read
 /// it, and as the kernel stamped it.
 #[derive(Debug, Clone, Copy)]
-struct Arrivals {
+pub(crate) struct Arrivals {
     first: Instant,
     last: Instant,
     /// The earliest and the latest kernel stamp of the arrivals that had one. The kernel stamps
     /// in the order the server wrote, loadgen reads in its own order, so these are a min and a max.
     kernel: Option<(SystemTime, SystemTime)>,
-    count: usize,
+    pub(crate) count: usize,
 }
 
 impl Arrivals {
     /// The first arrival: read `now`, stamped `kernel`.
-    fn new(now: Instant, kernel: Option<SystemTime>) -> Self {
+    pub(crate) fn new(now: Instant, kernel: Option<SystemTime>) -> Self {
         Self {
             first: now,
             last: now,
@@ -286,7 +387,7 @@ impl Arrivals {
     }
 
     /// One more arrival, read `now` (after every earlier one), stamped `kernel`.
-    fn add(&mut self, now: Instant, kernel: Option<SystemTime>) {
+    pub(crate) fn add(&mut self, now: Instant, kernel: Option<SystemTime>) {
         self.last = now;
         self.count += 1;
         if let Some(stamp) = kernel {
@@ -298,7 +399,7 @@ impl Arrivals {
     }
 
     /// Records an arrival into `slot`: the first, or one more.
-    fn record(slot: &mut Option<Self>, now: Instant, kernel: Option<SystemTime>) {
+    pub(crate) fn record(slot: &mut Option<Self>, now: Instant, kernel: Option<SystemTime>) {
         match slot {
             Some(arrivals) => arrivals.add(now, kernel),
             None => *slot = Some(Self::new(now, kernel)),
@@ -320,29 +421,46 @@ impl Arrivals {
 }
 
 /// `clock-spread`: for each tick, the time from the first to the last client receiving it.
-pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::Result<Report> {
+pub(crate) async fn clock_spread(
+    common: &Common,
+    ticks: u64,
+    reader: Reader,
+) -> realtime_kit::Result<Report> {
     let mut report = Report::new("clock-spread");
+    reader.row(&mut report);
     let before = (server_usage(common)?, Usage::of(None)?);
     let arrivals: Arc<Mutex<HashMap<u64, Arrivals>>> = Arc::default();
-    let (opened, tally) = open_sse(common, &common.url, |_| {
-        let arrivals = arrivals.clone();
-        move |event: MessageEvent, stamp: Option<SystemTime>| {
-            let now = Instant::now();
-            let Ok(id) = event.last_event_id.parse::<u64>() else {
-                return;
-            };
-            let mut arrivals = arrivals.lock().expect("no panics while locked");
-            match arrivals.get_mut(&id) {
-                Some(tick) => tick.add(now, stamp),
-                None => {
-                    arrivals.insert(id, Arrivals::new(now, stamp));
+    let (connected, readers) = match reader {
+        Reader::Tokio => {
+            let (opened, tally) = open_sse(common, &common.url, |_| {
+                let arrivals = arrivals.clone();
+                move |event: MessageEvent, stamp: Option<SystemTime>| {
+                    let now = Instant::now();
+                    let Ok(id) = event.last_event_id.parse::<u64>() else {
+                        return;
+                    };
+                    let mut arrivals = arrivals.lock().expect("no panics while locked");
+                    match arrivals.get_mut(&id) {
+                        Some(tick) => tick.add(now, stamp),
+                        None => {
+                            arrivals.insert(id, Arrivals::new(now, stamp));
+                        }
+                    }
                 }
-            }
+            })
+            .await?;
+            connections_row(&mut report, common.clients, &opened);
+            let received = Box::new(move || tally.events.load(Ordering::Relaxed));
+            let clients = opened.clients;
+            (clients.len(), Readers::Tokio { clients, received })
         }
-    })
-    .await?;
-    connections_row(&mut report, common.clients, &opened);
-    let connected = opened.clients.len();
+        Reader::Epoll => {
+            let watch = Watch::Ticks(arrivals.clone());
+            let (opened, reader) = open_sse_epoll(common, &common.url, watch).await?;
+            connections_row(&mut report, common.clients, &opened);
+            (opened.clients.len(), Readers::Epoll(reader))
+        }
+    };
     // Measure only ticks that start after every client is connected and reading: wait until
     // one tick has reached them all (each gets the current tick as soon as it connects).
     let newest = || {
@@ -376,7 +494,7 @@ pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::R
         ids
     };
     let server_from = server_usage(common)?;
-    let measuring_from = (Usage::of(None)?, tally.events.load(Ordering::Relaxed));
+    let measuring_from = (Usage::of(None)?, readers.received());
     let progress = progress_bar(ticks, "ticks");
     // One tick more than measured, so that the last measured tick has gone round.
     while (ids_after().len() as u64) <= ticks && Instant::now() < deadline {
@@ -387,8 +505,9 @@ pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::R
     // Give the last tick's stragglers their time.
     tokio::time::sleep(ROUND_TIMEOUT.min(Duration::from_secs(1))).await;
     progress.finish_and_clear();
-    let measured_to = (Usage::of(None)?, tally.events.load(Ordering::Relaxed));
+    let measured_to = (Usage::of(None)?, readers.received());
     let server_to = server_usage(common)?;
+    let opened = readers.stop_reading(&mut report, connected, None)?;
     let mut spread = Latencies::new();
     let mut spread_kernel = Latencies::new();
     let mut incomplete = 0;
@@ -407,11 +526,14 @@ pub(crate) async fn clock_spread(common: &Common, ticks: u64) -> realtime_kit::R
         }
     }
     report.latencies("tick_spread", "tick spread", &spread);
-    report.latencies(
-        "tick_spread_kernel",
-        "tick spread (kernel stamp)",
-        &spread_kernel,
-    );
+    // The epoll reader reads without the kernel's stamps, as the floor does.
+    if reader == Reader::Tokio {
+        report.latencies(
+            "tick_spread_kernel",
+            "tick spread (kernel stamp)",
+            &spread_kernel,
+        );
+    }
     report.add(
         "incomplete_ticks",
         "incomplete ticks",
@@ -437,8 +559,15 @@ struct Rounds {
     /// This run's marker and a dash, found once in each message: round `n` is sent as
     /// `{marker}-{n}-end`, so an arrival is recognised without allocating.
     prefix: String,
-    /// Everything an arrival updates, under one lock taken once per arrival.
+    /// Everything an arrival read by the tokio reader updates, under one lock taken once per
+    /// arrival. The epoll reader keeps its arrivals to itself and hands them over at the end
+    /// ([`Rounds::absorb`]).
     state: Mutex<RoundsState>,
+    /// When each round was sent and how many clients have it, without a lock: what the epoll
+    /// reader checks per arrival and updates.
+    board: Arc<RoundBoard>,
+    /// Who reads the arrivals: where [`Rounds::count`] looks, and whether there are kernel stamps.
+    reader: Reader,
 }
 
 /// The times of every round, indexed by round number.
@@ -453,14 +582,17 @@ struct RoundsState {
 }
 
 impl Rounds {
-    fn new(count: u64) -> Arc<Self> {
+    fn new(count: u64, reader: Reader) -> Arc<Self> {
+        let prefix = format!("{}-", run_marker());
         Arc::new(Self {
-            prefix: format!("{}-", run_marker()),
+            board: Arc::new(RoundBoard::new(&prefix, count as usize)),
+            prefix,
             state: Mutex::new(RoundsState {
                 sent: vec![None; count as usize],
                 every: Latencies::new(),
                 last: vec![None; count as usize],
             }),
+            reader,
         })
     }
 
@@ -492,13 +624,25 @@ impl Rounds {
     }
 
     fn count(&self, round: u64) -> usize {
-        self.lock().last[round as usize].map_or(0, |a| a.count)
+        match self.reader {
+            Reader::Epoll => self.board.reached(round as usize),
+            Reader::Tokio => self.lock().last[round as usize].map_or(0, |a| a.count),
+        }
     }
 
     /// Marks `round` as sent now and returns the text to send for it.
     fn start(&self, round: u64) -> String {
-        self.lock().sent[round as usize] = Some((Instant::now(), SystemTime::now()));
+        let now = Instant::now();
+        self.lock().sent[round as usize] = Some((now, SystemTime::now()));
+        self.board.mark_sent(round as usize, now);
         format!("{}{round}-end", self.prefix)
+    }
+
+    /// Takes the arrivals the epoll reader measured, so that [`Rounds::report`] reports them.
+    fn absorb(&self, measured: Measured) {
+        let mut state = self.lock();
+        state.last = measured.rounds;
+        state.every = measured.every;
     }
 
     /// Waits until every client has `round`, or [`ROUND_TIMEOUT`].
@@ -530,11 +674,14 @@ impl Rounds {
             missed += clients.saturating_sub(arrivals.count);
         }
         report.latencies("to_last_client", "to the last client", &last);
-        report.latencies(
-            "to_last_client_kernel",
-            "to the last client (kernel stamp)",
-            &last_kernel,
-        );
+        // The epoll reader reads without the kernel's stamps, as the floor does.
+        if self.reader == Reader::Tokio {
+            report.latencies(
+                "to_last_client_kernel",
+                "to the last client (kernel stamp)",
+                &last_kernel,
+            );
+        }
         report.latencies("to_every_client", "to every client", &state.every);
         report.add(
             "missed",
@@ -570,17 +717,40 @@ pub(crate) async fn chat_fanout(
     rounds: u64,
     (stream_path, post_path): (&str, &str),
     prime: bool,
+    reader: Reader,
 ) -> realtime_kit::Result<Report> {
     let mut report = Report::new("chat-fanout");
+    reader.row(&mut report);
     let base = common.url.trim_end_matches('/');
     let before = (server_usage(common)?, Usage::of(None)?);
-    let fanout = Rounds::new(rounds);
+    let fanout = Rounds::new(rounds, reader);
     let post_url = format!("{base}{post_path}");
     let stream_url = format!("{base}{stream_path}");
-    let opening = open_sse(common, &stream_url, |_| {
-        let fanout = fanout.clone();
-        move |event: MessageEvent, stamp| fanout.arrived(&event.data, Instant::now(), stamp)
-    });
+    let opening = async {
+        match reader {
+            Reader::Tokio => {
+                let (opened, tally) = open_sse(common, &stream_url, |_| {
+                    let fanout = fanout.clone();
+                    move |event: MessageEvent, stamp| {
+                        fanout.arrived(&event.data, Instant::now(), stamp)
+                    }
+                })
+                .await?;
+                let connected = (opened.clients.len(), opened.failed, opened.first_error);
+                let readers = Readers::Tokio {
+                    clients: opened.clients,
+                    received: Box::new(move || tally.events.load(Ordering::Relaxed)),
+                };
+                Ok::<_, realtime_kit::Error>((connected, opened.elapsed, readers))
+            }
+            Reader::Epoll => {
+                let watch = Watch::Rounds(fanout.board.clone());
+                let (opened, reader) = open_sse_epoll(common, &stream_url, watch).await?;
+                let connected = (opened.clients.len(), opened.failed, opened.first_error);
+                Ok((connected, opened.elapsed, Readers::Epoll(reader)))
+            }
+        }
+    };
     // Each post releases the heads of the streams opened so far; its text carries no round,
     // so it never counts, and settle() below waits for its deliveries to end.
     let primer = async {
@@ -593,7 +763,7 @@ pub(crate) async fn chat_fanout(
             }
         }
     };
-    let (opened, tally) = if prime {
+    let ((connected, failed, first_error), elapsed, readers) = if prime {
         tokio::select! {
             opened = opening => opened?,
             error = primer => return Err(format!("priming the streams: {error}").into()),
@@ -601,12 +771,17 @@ pub(crate) async fn chat_fanout(
     } else {
         opening.await?
     };
+    let opened = Opened {
+        clients: vec![(); connected],
+        failed,
+        first_error,
+        elapsed,
+    };
     connections_row(&mut report, common.clients, &opened);
-    let connected = opened.clients.len();
     let progress = progress_bar(rounds, "rounds");
-    settle(|| tally.events.load(Ordering::Relaxed)).await;
+    settle(|| readers.received()).await;
     let server_from = server_usage(common)?;
-    let measuring_from = (Usage::of(None)?, tally.events.load(Ordering::Relaxed));
+    let measuring_from = (Usage::of(None)?, readers.received());
     let deadline = Instant::now() + common.deadline;
     for round in (0..rounds).take_while(|_| Instant::now() < deadline) {
         let body = json!({ "user": "loadgen", "text": fanout.start(round) }).to_string();
@@ -620,8 +795,9 @@ pub(crate) async fn chat_fanout(
         progress.inc(1);
     }
     progress.finish_and_clear();
-    let measured_to = (Usage::of(None)?, tally.events.load(Ordering::Relaxed));
+    let measured_to = (Usage::of(None)?, readers.received());
     let server_to = server_usage(common)?;
+    let opened = readers.stop_reading(&mut report, connected, Some(&fanout))?;
     fanout.report(&mut report, connected);
     report.usage(
         connected,
@@ -637,28 +813,61 @@ pub(crate) async fn chat_fanout(
     Ok(report)
 }
 
+/// `ws-fanout`'s options besides the common ones.
+pub(crate) struct WsFanout {
+    pub(crate) rounds: u64,
+    pub(crate) reader: Reader,
+    /// A pause after each round, so that a run can last longer than its rounds take.
+    pub(crate) pause: Duration,
+}
+
 /// `ws-fanout`: one extra client sends, time until each of N clients has the broadcast.
-pub(crate) async fn ws_fanout(common: &Common, rounds: u64) -> realtime_kit::Result<Report> {
+pub(crate) async fn ws_fanout(
+    common: &Common,
+    WsFanout {
+        rounds,
+        reader,
+        pause,
+    }: WsFanout,
+) -> realtime_kit::Result<Report> {
     let mut report = Report::new("ws-fanout");
+    reader.row(&mut report);
     let before = (server_usage(common)?, Usage::of(None)?);
-    let fanout = Rounds::new(rounds);
-    let received = Arc::new(AtomicU64::new(0));
-    let opened = open_ws(common, common.clients, |_, mut socket| {
-        let fanout = fanout.clone();
-        let received = received.clone();
-        async move {
-            while let Some(Ok(message)) = socket.next().await {
-                received.fetch_add(1, Ordering::Relaxed);
-                if let Message::Text(text) = message {
-                    let now = Instant::now();
-                    fanout.arrived(&text, now, socket.get_ref().last_stamp());
+    let fanout = Rounds::new(rounds, reader);
+    let (connected, readers) = match reader {
+        Reader::Tokio => {
+            let received = Arc::new(AtomicU64::new(0));
+            let opened = open_ws(common, common.clients, |_, mut socket| {
+                let fanout = fanout.clone();
+                let received = received.clone();
+                async move {
+                    while let Some(Ok(message)) = socket.next().await {
+                        received.fetch_add(1, Ordering::Relaxed);
+                        if let Message::Text(text) = message {
+                            let now = Instant::now();
+                            fanout.arrived(&text, now, socket.get_ref().last_stamp());
+                        }
+                    }
                 }
-            }
+            })
+            .await?;
+            connections_row(&mut report, common.clients, &opened);
+            let received = Box::new(move || received.load(Ordering::Relaxed));
+            let clients = opened.clients;
+            (clients.len(), Readers::Tokio { clients, received })
         }
-    })
-    .await?;
-    connections_row(&mut report, common.clients, &opened);
-    let connected = opened.clients.len();
+        Reader::Epoll => {
+            let reader = EpollReader::start(Watch::Rounds(fanout.board.clone()))?;
+            let (reader_ref, url) = (&reader, common.url.as_str());
+            let opened = open_all(common, common.clients, |_, tcp| async move {
+                reader_ref.hand_over(crate::epoll_reader::websocket_handshake(tcp, url).await?)?;
+                Ok(())
+            })
+            .await?;
+            connections_row(&mut report, common.clients, &opened);
+            (opened.clients.len(), Readers::Epoll(reader))
+        }
+    };
     let tcp = TcpStream::connect(crate::clients::target(&common.url).await?).await?;
     let (sender, _) =
         tokio_tungstenite::client_async_with_config(common.url.as_str(), tcp, Some(ws_config()))
@@ -678,20 +887,24 @@ pub(crate) async fn ws_fanout(common: &Common, rounds: u64) -> realtime_kit::Res
     }));
     let progress = progress_bar(rounds, "rounds");
     let deadline = Instant::now() + common.deadline;
-    settle(|| received.load(Ordering::Relaxed) + echoes.load(Ordering::Relaxed)).await;
+    settle(|| readers.received() + echoes.load(Ordering::Relaxed)).await;
     let server_from = server_usage(common)?;
     let echoes_from = echoes.load(Ordering::Relaxed);
-    let measuring_from = (Usage::of(None)?, received.load(Ordering::Relaxed));
+    let measuring_from = (Usage::of(None)?, readers.received());
     for round in (0..rounds).take_while(|_| Instant::now() < deadline) {
         outgoing.send(Message::text(fanout.start(round))).await?;
         fanout.wait(round, connected).await;
         progress.inc(1);
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
     }
     progress.finish_and_clear();
-    let measured_to = (Usage::of(None)?, received.load(Ordering::Relaxed));
+    let measured_to = (Usage::of(None)?, readers.received());
     let server_to = server_usage(common)?;
     let echoes_to = echoes.load(Ordering::Relaxed);
     let _ = outgoing.close().await;
+    let opened = readers.stop_reading(&mut report, connected, Some(&fanout))?;
     fanout.report(&mut report, connected);
     report.usage(
         connected,
@@ -842,7 +1055,7 @@ mod tests {
     /// was sent counts for that round, with its kernel stamp.
     #[test]
     fn rounds_count_only_this_runs_messages() {
-        let rounds = Rounds::new(2);
+        let rounds = Rounds::new(2, Reader::Tokio);
         let text = rounds.start(1);
         assert_eq!(rounds.round_of(&text), Some(1));
         assert_eq!(rounds.round_of("lg1x2-1-end"), None);

@@ -54,7 +54,7 @@ pub(crate) struct SseClient {
 
 /// The framing of a response body, from its head (RFC 9112 section 6.3).
 #[derive(Debug)]
-enum Body {
+pub(crate) enum Body {
     /// `Transfer-Encoding: chunked`: the stream ends with the last chunk.
     Chunked(Dechunker),
     /// No `Transfer-Encoding` and no `Content-Length`: the stream ends when the server closes.
@@ -115,6 +115,12 @@ impl SseClient {
             body,
             parser: SseParser::new(),
         })
+    }
+
+    /// Gives up the connection to another reader (the epoll reader): its socket, the body
+    /// bytes that came in with the response head, and how the body is framed.
+    pub(crate) fn into_parts(self) -> (TcpStream, Vec<u8>, Body) {
+        (self.tcp, self.pending, self.body)
     }
 
     /// Reads the stream until it ends, calling `on_event` with each event as soon as the read

@@ -34,13 +34,13 @@ async fn start_chat() -> SocketAddr {
 }
 
 async fn start_echo() -> SocketAddr {
+    start_echo_with(echo_ws::Config::default()).await
+}
+
+async fn start_echo_with(config: echo_ws::Config) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
-    tokio::spawn(echo_ws::run(
-        listener,
-        echo_ws::Config::default(),
-        std::future::pending(),
-    ));
+    tokio::spawn(echo_ws::run(listener, config, std::future::pending()));
     addr
 }
 
@@ -101,7 +101,8 @@ async fn sse_idle_holds_every_stream_and_reports_memory() {
     assert!(report["loadgen_cpu_s"].is_number());
 }
 
-/// `clock-spread` measures each requested tick across every client, none missed.
+/// `clock-spread` with the tokio reader measures each requested tick across every client,
+/// none missed, by loadgen's reads and by the kernel's receive stamps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clock_spread_measures_every_tick() {
     let addr = start_clock().await;
@@ -114,19 +115,22 @@ async fn clock_spread_measures_every_tick() {
         "20",
         "--ticks",
         "3",
+        "--reader",
+        "tokio",
         "--json",
     ])
     .await;
     let report = json_report(&output);
+    assert_eq!(report["reader"], "tokio");
     assert_eq!(report["clients"]["connected"], 20);
     assert_eq!(report["tick_spread"]["samples"], 3);
     assert_eq!(report["tick_spread_kernel"]["samples"], 3);
     assert_eq!(report["incomplete_ticks"], 0);
 }
 
-/// `chat-fanout` posts each round and sees it reach every stream; messages posted before the
-/// run (the backlog every new stream receives first) are not counted as rounds. Each round's
-/// time to the last client is also taken from the kernel's receive stamps, and with the
+/// `chat-fanout` (the tokio reader) posts each round and sees it reach every stream; messages
+/// posted before the run (the backlog every new stream receives first) are not counted as
+/// rounds. Each round's time to the last client is also taken from the kernel's receive stamps, and with the
 /// server's PID (this test process) it reports the server's CPU per delivery. `--json-file`
 /// appends the same JSON line that is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,6 +163,8 @@ async fn chat_fanout_reaches_every_stream() {
         &pid,
         "--json-file",
         json_path,
+        "--reader",
+        "tokio",
         "--json",
     ])
     .await;
@@ -231,8 +237,9 @@ async fn plain_requests_are_served_too() {
     assert_eq!(report["incomplete_ticks"], 0);
 }
 
-/// `ws-fanout` sees every round reach every WebSocket client, timed by loadgen's reads and by
-/// the kernel's receive stamps, and reports the server's CPU per delivery given its PID.
+/// `ws-fanout` with the tokio reader sees every round reach every WebSocket client, timed by
+/// loadgen's reads and by the kernel's receive stamps, and reports the server's CPU per
+/// delivery given its PID.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_fanout_reaches_every_client() {
     let addr = start_echo().await;
@@ -248,6 +255,8 @@ async fn ws_fanout_reaches_every_client() {
         "3",
         "--server-pid",
         &pid,
+        "--reader",
+        "tokio",
         "--json",
     ])
     .await;
@@ -301,4 +310,150 @@ async fn floor_reaches_every_socket_in_every_round() {
         let cpu = report["writer_us_per_delivery"].as_f64().expect("CPU");
         assert!(cpu > 0.0 && cpu < 1000.0, "{writer}: {cpu}");
     }
+}
+
+/// Checks what every fan-out read by the epoll reader (the default) reports: the reader's name,
+/// every client connected, `rounds` samples of the time to the last client, none missed, no
+/// kernel-stamp rows (the epoll reader reads without them, as the floor does) and every other
+/// key the benchmark script reads.
+fn assert_epoll_fanout(report: &Value, clients: u64, rounds: u64) {
+    assert_eq!(report["reader"], "epoll", "{report}");
+    assert_eq!(report["clients"]["connected"], clients, "{report}");
+    assert_eq!(report["ended"], 0, "{report}");
+    assert_eq!(report["missed"], 0, "{report}");
+    assert_eq!(report["to_last_client"]["samples"], rounds, "{report}");
+    assert_eq!(
+        report["to_every_client"]["samples"],
+        clients * rounds,
+        "{report}"
+    );
+    assert_eq!(
+        report["rounds_first_last_ms"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0) as u64,
+        rounds,
+        "{report}"
+    );
+    assert!(report.get("to_last_client_kernel").is_none(), "{report}");
+    assert!(report["server_cpu_us_per_delivery"].is_number(), "{report}");
+    let cpu = report["loadgen_cpu_us_per_event"].as_f64().expect("CPU");
+    assert!(cpu > 0.0, "{report}");
+}
+
+/// `ws-fanout` read by the epoll reader: every round reaches every one of 50 clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_fanout_with_the_epoll_reader() {
+    let addr = start_echo().await;
+    let url = format!("ws://{addr}/ws");
+    let pid = std::process::id().to_string();
+    let output = loadgen(&[
+        "ws-fanout",
+        "--url",
+        &url,
+        "--clients",
+        "50",
+        "--rounds",
+        "5",
+        "--server-pid",
+        &pid,
+        "--json",
+    ])
+    .await;
+    assert_epoll_fanout(&json_report(&output), 50, 5);
+}
+
+/// `chat-fanout` read by the epoll reader: every post reaches every one of 50 streams, and an
+/// earlier run's messages in the backlog do not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_fanout_with_the_epoll_reader() {
+    let addr = start_chat().await;
+    let url = format!("http://{addr}");
+    let pid = std::process::id().to_string();
+    let earlier = [
+        "chat-fanout",
+        "--url",
+        &url,
+        "--clients",
+        "5",
+        "--rounds",
+        "2",
+    ];
+    assert!(loadgen(&earlier).await.status.success());
+    let output = loadgen(&[
+        "chat-fanout",
+        "--url",
+        &url,
+        "--clients",
+        "50",
+        "--rounds",
+        "5",
+        "--server-pid",
+        &pid,
+        "--json",
+    ])
+    .await;
+    assert_epoll_fanout(&json_report(&output), 50, 5);
+}
+
+/// `clock-spread` read by the epoll reader finds each tick's id in the raw stream and sees every
+/// tick reach every one of 50 clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_spread_with_the_epoll_reader() {
+    let addr = start_clock().await;
+    let url = format!("http://{addr}/events");
+    let pid = std::process::id().to_string();
+    let output = loadgen(&[
+        "clock-spread",
+        "--url",
+        &url,
+        "--clients",
+        "50",
+        "--ticks",
+        "5",
+        "--server-pid",
+        &pid,
+        "--json",
+    ])
+    .await;
+    let report = json_report(&output);
+    assert_eq!(report["reader"], "epoll", "{report}");
+    assert_eq!(report["clients"]["connected"], 50);
+    assert_eq!(report["tick_spread"]["samples"], 5, "{report}");
+    assert_eq!(report["incomplete_ticks"], 0, "{report}");
+    assert_eq!(report["ended"], 0, "{report}");
+    assert!(report.get("tick_spread_kernel").is_none(), "{report}");
+    assert!(report["server_cpu_us_per_delivery"].is_number());
+    assert!(report["loadgen_cpu_us_per_event"].as_f64().expect("CPU") > 0.0);
+}
+
+/// The epoll reader answers the server's pings: echo-ws pings every 100 ms and closes a client
+/// that sent nothing for 300 ms, and a run of 1.5 s still reaches every client in every round.
+/// Without the Pongs every client would be closed as silent and miss the later rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_epoll_reader_answers_pings() {
+    let addr = start_echo_with(echo_ws::Config {
+        ping_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(300),
+        ..echo_ws::Config::default()
+    })
+    .await;
+    let url = format!("ws://{addr}/ws");
+    let pid = std::process::id().to_string();
+    let output = loadgen(&[
+        "ws-fanout",
+        "--url",
+        &url,
+        "--clients",
+        "20",
+        "--rounds",
+        "10",
+        "--pause",
+        "0.15",
+        "--server-pid",
+        &pid,
+        "--json",
+    ])
+    .await;
+    assert_epoll_fanout(&json_report(&output), 20, 10);
 }
