@@ -274,7 +274,7 @@ keep ws/1000 .to_last_client.p99_ms && compare ws/1000 1000 node-ws/1000
 once "echo-ws: broadcast to $many sockets" "echo-ws --max-clients 20000" ws-fanout "$ws/ws" --clients "$many" --rounds "$rounds"
 keep "ws/$many" .to_last_client.p99_ms && compare "ws/$many" "$many" "node-ws/$many"
 once "echo-ws: broadcast to $many sockets, tokio reader" "echo-ws --max-clients 20000" ws-fanout "$ws/ws" --clients "$many" --rounds "$rounds" --reader tokio
-keep "echo/$many/tokio" .to_last_client.p99_ms && compare "echo/$many/tokio" "$many" "node-ws/$many"
+keep "ws/$many/tokio" .to_last_client.p99_ms && compare "ws/$many/tokio" "$many" "node-ws/$many"
 once "echo-ws: throughput, 100 sockets, 10 senders, 64 B" echo-ws ws-throughput "$ws/ws" --clients 100 --senders 10 --size 64
 keep demo-tp .deliveries_per_s && keep demo-tp-cpu .server_cpu_us_per_delivery
 once "stock-ticker: $many SSE streams (quotes flowing)" stock-ticker sse-idle "$sse/quotes/stream" --clients "$many"
@@ -297,7 +297,7 @@ row "chat-sse: to the last of $many (tokio reader)" "floor/$many" "node-chat/$ma
 for n in "${sizes[@]}"; do
     row "echo-ws: broadcast to the last of $n sockets" "floor/$n" "node-ws/$n" "ws/$n"
 done
-row "echo-ws: to the last of $many sockets (tokio reader)" "floor/$many" "node-ws/$many" "echo/$many/tokio"
+row "echo-ws: to the last of $many sockets (tokio reader)" "floor/$many" "node-ws/$many" "ws/$many/tokio"
 for n in "${sizes[@]}"; do
     row "clock-sse: tick spread over $n clients" "floor/$n" none "clock/$n"
 done
