@@ -662,7 +662,12 @@ impl Rounds {
         // (the server still busy with something else) shows here, and not in the percentiles.
         let mut each = Vec::new();
         for (sent, arrivals) in state.sent.iter().zip(state.last.iter()) {
-            let (Some((sent, sent_realtime)), Some(arrivals)) = (sent, arrivals) else {
+            let Some((sent, sent_realtime)) = sent else {
+                continue;
+            };
+            // A round sent and received by no one is every client's miss, not a round to skip.
+            let Some(arrivals) = arrivals else {
+                missed += clients;
                 continue;
             };
             let millis = |at: Instant| (at - *sent).as_secs_f64() * 1000.0;
@@ -1068,5 +1073,25 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("JSON");
         assert_eq!(json["to_last_client"]["samples"], 1);
         assert_eq!(json["to_last_client_kernel"]["samples"], 1);
+        assert_eq!(
+            json["missed"], 0,
+            "round 0 was never sent, so no one missed it"
+        );
+    }
+
+    /// A round that was sent and reached no client at all is a miss for every client: a server
+    /// that closed everyone must not report "0 missed".
+    #[test]
+    fn a_round_no_one_received_is_missed_by_everyone() {
+        let rounds = Rounds::new(3, Reader::Tokio);
+        let first = rounds.start(0);
+        rounds.arrived(&first, Instant::now(), None);
+        rounds.arrived(&first, Instant::now(), None);
+        rounds.start(1);
+        let mut report = Report::new("test");
+        rounds.report(&mut report, 2);
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("JSON");
+        assert_eq!(json["missed"], 2, "round 1 reached neither client");
+        assert_eq!(json["to_last_client"]["samples"], 1);
     }
 }
