@@ -32,13 +32,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::measure::Latencies;
 use crate::scenarios::Arrivals;
-use crate::sse_client::{Body, SseClient};
+use crate::sse_client::{Body, MAX_HEADERS, SseClient, read_head, target_and_authority};
 
 /// The one read buffer, as large as the floor reader's: a burst (a chat backlog) takes a read.
 const READ_BUFFER_SIZE: usize = 64 * 1024;
@@ -57,9 +57,6 @@ const WAKE_TOKEN: u64 = u64::MAX;
 /// own socket, and the connection is given up (it would be closed as silent anyway).
 const MAX_OUTGOING: usize = 16 * 1024;
 
-/// The response head of the WebSocket handshake may be this long; longer is an error.
-const MAX_HEAD: usize = 16 * 1024;
-
 /// The WebSocket handshake (RFC 6455 section 4.1) written by hand on a tokio socket, so the
 /// bytes after the `101` head (a first message) are kept for the epoll reader rather than
 /// buffered in a tungstenite stream that cannot give them back.
@@ -67,55 +64,39 @@ pub(crate) async fn websocket_handshake(
     mut tcp: tokio::net::TcpStream,
     url: &str,
 ) -> realtime_kit::Result<Handover> {
-    let uri: http::Uri = url.parse()?;
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("{url} has no host"))?;
-    let target = uri.path_and_query().map_or("/", |target| target.as_str());
+    let (target, authority) = target_and_authority(url)?;
     let key = generate_key();
     let request = format!(
         "GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
     );
     tcp.write_all(request.as_bytes()).await?;
-    let mut buffer = vec![0; 1024];
-    let mut filled = 0;
-    let head_length = loop {
-        if filled == buffer.len() {
-            if buffer.len() >= MAX_HEAD {
-                return Err(format!("{url}: response head longer than {MAX_HEAD} bytes").into());
-            }
-            buffer.resize((buffer.len() * 2).min(MAX_HEAD), 0);
-        }
-        let read = tcp.read(&mut buffer[filled..]).await?;
-        if read == 0 {
-            return Err(format!("{url}: connection closed before the response head").into());
-        }
-        filled += read;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
+    let expected = derive_accept_key(key.as_bytes());
+    let ((), pending) = read_head(&mut tcp, url, |bytes| {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut headers);
         let httparse::Status::Complete(length) = response
-            .parse(&buffer[..filled])
-            .map_err(|error| format!("{url}: malformed response head: {error}"))?
+            .parse(bytes)
+            .map_err(|error| format!("malformed response head: {error}"))?
         else {
-            continue;
+            return Ok(None);
         };
         let status = response.code.unwrap_or_default();
         if status != 101 {
             let reason = response.reason.unwrap_or_default();
-            return Err(format!("{url}: answered {status} {reason}, not 101").into());
+            return Err(format!("answered {status} {reason}, not 101"));
         }
         let accept = response
             .headers
             .iter()
             .find(|header| header.name.eq_ignore_ascii_case("sec-websocket-accept"))
             .map(|header| header.value.trim_ascii());
-        if accept != Some(derive_accept_key(key.as_bytes()).as_bytes()) {
-            return Err(format!("{url}: wrong or missing Sec-WebSocket-Accept").into());
+        if accept != Some(expected.as_bytes()) {
+            return Err("wrong or missing Sec-WebSocket-Accept".to_owned());
         }
-        break length;
-    };
-    let pending = buffer[head_length..filled].to_vec();
+        Ok(Some((length, ())))
+    })
+    .await?;
     Ok(Handover {
         stream: tcp.into_std()?,
         pending,

@@ -40,7 +40,7 @@ thread_local! {
 const MAX_HEAD: usize = 16 * 1024;
 
 /// Headers the response may carry; more is an error (hyper's SSE responses have about six).
-const MAX_HEADERS: usize = 32;
+pub(crate) const MAX_HEADERS: usize = 32;
 
 /// One open event stream: the response head was `200` with `text/event-stream`.
 pub(crate) struct SseClient {
@@ -71,11 +71,7 @@ impl SseClient {
         url: &str,
         accept: bool,
     ) -> realtime_kit::Result<Self> {
-        let uri: http::Uri = url.parse()?;
-        let authority = uri
-            .authority()
-            .ok_or_else(|| format!("{url} has no host"))?;
-        let target = uri.path_and_query().map_or("/", |target| target.as_str());
+        let (target, authority) = target_and_authority(url)?;
         // Servers may route on Accept: the kit serves requests that carry it without hyper
         // (realtime-kit's direct.rs), so `--plain` leaves it out to measure hyper's path.
         let accept = if accept {
@@ -87,31 +83,10 @@ impl SseClient {
             "GET {target} HTTP/1.1\r\nHost: {authority}\r\n{accept}Cache-Control: no-cache\r\n\r\n"
         );
         tcp.write_all(request.as_bytes()).await?;
-        // The head is read into a buffer of the client's own: the shared one cannot be held
-        // across an await. It is freed once the head is parsed.
-        let mut buffer = vec![0; 1024];
-        let mut filled = 0;
-        let (head_length, body) = loop {
-            if filled == buffer.len() {
-                if buffer.len() >= MAX_HEAD {
-                    return Err(format!("{url}: response head longer than {MAX_HEAD} bytes").into());
-                }
-                buffer.resize((buffer.len() * 2).min(MAX_HEAD), 0);
-            }
-            let read = tcp.read(&mut buffer[filled..]).await?;
-            if read == 0 {
-                return Err(format!("{url}: connection closed before the response head").into());
-            }
-            filled += read;
-            if let Some(head) =
-                parse_head(&buffer[..filled]).map_err(|error| format!("{url}: {error}"))?
-            {
-                break head;
-            }
-        };
+        let (body, pending) = read_head(&mut tcp, url, parse_head).await?;
         Ok(Self {
             tcp,
-            pending: buffer[head_length..filled].to_vec(),
+            pending,
             body,
             parser: SseParser::new(),
         })
@@ -188,6 +163,49 @@ impl SseClient {
                 deliver(bytes);
                 Ok(false)
             }
+        }
+    }
+}
+
+/// The request target (`/path?query`) and the authority (`host:port`, for `Host`) of `url`,
+/// for a request written by hand.
+pub(crate) fn target_and_authority(url: &str) -> realtime_kit::Result<(String, String)> {
+    let uri: http::Uri = url.parse()?;
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{url} has no host"))?;
+    let target = uri.path_and_query().map_or("/", |target| target.as_str());
+    Ok((target.to_owned(), authority.to_string()))
+}
+
+/// Reads a response head from `tcp` until `parse` accepts it (`parse` returns `None` while the
+/// head is incomplete, the head's length and what it found once it is complete, an error if it
+/// is unacceptable), at most [`MAX_HEAD`] bytes. Returns what `parse` found and the bytes that
+/// came after the head. The head is read into a buffer of its own, freed here: a client's shared
+/// read buffer cannot be held across an await.
+pub(crate) async fn read_head<T>(
+    tcp: &mut TcpStream,
+    url: &str,
+    mut parse: impl FnMut(&[u8]) -> Result<Option<(usize, T)>, String>,
+) -> realtime_kit::Result<(T, Vec<u8>)> {
+    let mut buffer = vec![0; 1024];
+    let mut filled = 0;
+    loop {
+        if filled == buffer.len() {
+            if buffer.len() >= MAX_HEAD {
+                return Err(format!("{url}: response head longer than {MAX_HEAD} bytes").into());
+            }
+            buffer.resize((buffer.len() * 2).min(MAX_HEAD), 0);
+        }
+        let read = tcp.read(&mut buffer[filled..]).await?;
+        if read == 0 {
+            return Err(format!("{url}: connection closed before the response head").into());
+        }
+        filled += read;
+        if let Some((length, found)) =
+            parse(&buffer[..filled]).map_err(|error| format!("{url}: {error}"))?
+        {
+            return Ok((found, buffer[length..filled].to_vec()));
         }
     }
 }
