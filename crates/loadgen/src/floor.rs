@@ -264,30 +264,11 @@ enum RoundWriter {
 
 impl RoundWriter {
     fn new(writer: Writer, sockets: Vec<TcpStream>, writers: usize) -> std::io::Result<Self> {
-        if writer == Writer::Threads {
-            return Ok(Self::Threads { sockets, writers });
-        }
-        // W workers, as the floor has W threads: the runtime a demo's `#[tokio::main]` gets on
-        // a machine of W cores.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(writers)
-            .enable_io()
-            .build()?;
-        let count = sockets.len();
-        let sockets = {
-            let _entered = runtime.enter();
-            sockets
-                .into_iter()
-                .map(|socket| {
-                    socket.set_nonblocking(true)?;
-                    tokio::net::TcpStream::from_std(socket)
-                })
-                .collect::<std::io::Result<Vec<_>>>()?
-        };
         Ok(match writer {
-            Writer::Threads => unreachable!("handled above"),
+            Writer::Threads => Self::Threads { sockets, writers },
             Writer::TokioShards => {
-                let slice = count.div_ceil(writers).max(1);
+                let (runtime, sockets) = on_runtime(sockets, writers)?;
+                let slice = sockets.len().div_ceil(writers).max(1);
                 let mut slices = Vec::new();
                 let mut sockets = sockets.into_iter().peekable();
                 while sockets.peek().is_some() {
@@ -296,6 +277,8 @@ impl RoundWriter {
                 Self::Shards { runtime, slices }
             }
             Writer::TokioTasks => {
+                let (runtime, sockets) = on_runtime(sockets, writers)?;
+                let count = sockets.len();
                 let (rounds, _) = tokio::sync::broadcast::channel::<Arc<[u8]>>(4);
                 let (done, written) = tokio::sync::mpsc::channel(count.max(1));
                 let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -368,6 +351,29 @@ impl RoundWriter {
             }
         }
     }
+}
+
+/// A tokio runtime of `writers` workers, as the floor has W threads (the runtime a demo's
+/// `#[tokio::main]` gets on a machine of W cores), and the sockets moved onto it, non-blocking.
+fn on_runtime(
+    sockets: Vec<TcpStream>,
+    writers: usize,
+) -> std::io::Result<(tokio::runtime::Runtime, Vec<tokio::net::TcpStream>)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(writers)
+        .enable_io()
+        .build()?;
+    let sockets = {
+        let _entered = runtime.enter();
+        sockets
+            .into_iter()
+            .map(|socket| {
+                socket.set_nonblocking(true)?;
+                tokio::net::TcpStream::from_std(socket)
+            })
+            .collect::<std::io::Result<Vec<_>>>()?
+    };
+    Ok((runtime, sockets))
 }
 
 /// Writes all of `message` to a non-blocking socket: straight away when it has room (always,
