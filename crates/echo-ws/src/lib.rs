@@ -33,7 +33,6 @@
 //! With `--redis URL` (or `REDIS_URL`), every instance given the same Redis serves one room:
 //! see `redis_room.rs`.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,15 +42,18 @@ use askama::Template;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response, StatusCode};
 use realtime_kit::backplane::Backplane;
+use realtime_kit::fanout::{self, Fanout, Outbox, SharedWebSocket};
 use realtime_kit::ws::{self, Beat, Heartbeat, Limits, OriginPolicy, WebSocket};
 use realtime_kit::{
     Gauge, GaugeGuard, RequestBody, ResponseBody, ServerOptions, Shutdown, respond,
 };
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::error::Elapsed;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
@@ -79,13 +81,14 @@ pub struct Config {
     /// How long one message may take to be written to a client. A client that does not read
     /// (its TCP window stays shut) blocks our write; past this it is dropped as too slow.
     pub send_timeout: Duration,
-    /// How many room messages a client may fall behind before it is closed as too slow. The
-    /// messages live once, in one ring shared by every client, so this bounds memory whatever
-    /// the number of clients.
+    /// How many room messages may wait for a client's socket before the client is closed as
+    /// too slow. Each message lives once, framed, and a waiting one is a reference to it, so
+    /// this bounds memory whatever the number of clients.
     pub backlog: usize,
     /// How many join and leave notices a client may fall behind before it skips them and gets
     /// one `presence` notice with the count instead. A notice, unlike a message, is not worth
-    /// closing a client over; this ring is shared too, so it bounds memory the same way.
+    /// closing a client over; the notices live once, in one ring shared by every client, so
+    /// this bounds memory the same way.
     pub presence_backlog: usize,
     /// Most clients in the room at once; the next one gets `503`. Each costs a file descriptor
     /// and a few KB (see the book), so the limit keeps the server inside its budget. A place
@@ -226,12 +229,12 @@ impl App {
             );
         };
         let app = self.clone();
-        ws::upgrade(
+        ws::upgrade_shared(
             request,
             &self.config.origins,
             self.config.room_limits,
             &self.shutdown,
-            move |socket| room_session(socket, place, app),
+            move |socket, outbox| room_session(socket, outbox, place, app),
         )
     }
     // ANCHOR_END: join_room
@@ -275,13 +278,13 @@ struct Stats {
 }
 
 // ANCHOR: room
-/// The broadcast room: one channel that every client's session subscribes to.
+/// The broadcast room: every client's socket in a [`Fanout`], written by one task per core.
 struct Room {
-    /// Every message of the room, already encoded: a session clones the `Utf8Bytes` (a reference
-    /// count), never the text, so one message to 10,000 clients is encoded once. The channel is
-    /// a ring of [`Config::backlog`] messages; a client further behind than that gets `Lagged`
-    /// and is closed (see [`room_session`]).
-    published: broadcast::Sender<Utf8Bytes>,
+    /// Every message of the room goes out through here, already encoded and framed: one message
+    /// to 10,000 clients is encoded once, and written from that one copy by the writer of each
+    /// client's shard. A client with [`Config::backlog`] messages waiting for its socket is
+    /// closed as too slow (see [`converse`]).
+    fanout: Fanout,
     /// Join and leave notices, in a ring of their own ([`Config::presence_backlog`]). A message
     /// matters; a notice does not: a client that falls behind on them (a crowd reconnecting at
     /// once after a restart, where every join goes to everyone) skips to one `presence` notice
@@ -297,7 +300,7 @@ struct Room {
     next_client: AtomicU64,
     /// Messages relayed so far, for `/stats`.
     relayed: AtomicU64,
-    /// With `--redis`: the link to the other instances. Messages then enter the ring through
+    /// With `--redis`: the link to the other instances. Messages then enter the fan-out through
     /// the subscription, not from [`Room::publish`] directly.
     redis: Option<RedisRoom>,
 }
@@ -346,8 +349,8 @@ struct Change {
 /// How long [`announce`] gathers joins and leaves after telling one, before telling the rest.
 const COALESCE_WINDOW: Duration = Duration::from_millis(100);
 
-/// How often [`Room::pace`] looks at the ring again: a ring that more than half fills takes a
-/// round of the whole room to drain, milliseconds at least, so a finer step only burns CPU.
+/// How often [`Room::pace`] looks at the writers again: a queue that more than half fills takes
+/// a round of a whole shard to drain, milliseconds at least, so a finer step only burns CPU.
 const PACE_STEP: Duration = Duration::from_millis(1);
 
 /// Joins and leaves that may wait to be announced; more make their sessions wait.
@@ -361,7 +364,7 @@ enum Left {
     Closed,
     /// Nothing arrived from it for [`Config::idle_timeout`].
     Silent,
-    /// It fell [`Config::backlog`] messages behind, or one write took [`Config::send_timeout`].
+    /// It had [`Config::backlog`] messages waiting, or one write took [`Config::send_timeout`].
     TooSlow,
     /// It broke a rule and was closed with the matching code (1003, 1007, 1009, 1002).
     Refused,
@@ -380,7 +383,6 @@ impl RoomEvent<'_> {
 impl Room {
     /// A room, and the task that announces its joins and leaves until shutdown.
     fn new(backlog: usize, presence_backlog: usize, shutdown: &Shutdown) -> Self {
-        let (published, _) = broadcast::channel(backlog.max(1));
         let (presence, _) = broadcast::channel(presence_backlog.max(1));
         let (changes, pending) = mpsc::channel(PENDING_CHANGES);
         let clients = Gauge::new();
@@ -391,7 +393,7 @@ impl Room {
             shutdown.clone(),
         ));
         Self {
-            published,
+            fanout: Fanout::new(backlog, shutdown),
             presence,
             changes,
             clients,
@@ -402,8 +404,8 @@ impl Room {
     }
 
     // ANCHOR: publish
-    /// Sends a message to the room: into this process's ring, or with `--redis` to every
-    /// instance's ring through Redis (see `redis_room.rs`).
+    /// Sends a message to the room: to this process's clients, or with `--redis` to every
+    /// instance's through Redis (see `redis_room.rs`).
     async fn publish(&self, event: &RoomEvent<'_>) {
         match &self.redis {
             None => self.deliver(event.encode()),
@@ -411,23 +413,23 @@ impl Room {
         }
     }
 
-    /// Puts an encoded message into the ring, for every session of this instance.
+    /// Frames an encoded message and hands it to the writers, for every client of this
+    /// instance.
     fn deliver(&self, text: Utf8Bytes) {
-        // An error only means that no one is listening; then there is no one to tell.
-        let _ = self.published.send(text);
+        self.fanout.send(fanout::text_frame(text));
     }
     // ANCHOR_END: publish
 
-    /// Waits while more than half the ring holds messages that some session has not taken
-    /// yet, for at most [`Config::send_timeout`]. Every session takes from the ring even while
-    /// its client is slow (see [`Inbox`]), so what this waits for is sessions that have not had
-    /// a turn on a CPU: on a multi-thread runtime, those queued on another worker while this
-    /// one went on publishing. Without it, one client's burst lapped them and every one was
-    /// closed as too slow (1,899 of 2,000 in a test).
+    /// Waits while a writer has more than half a backlog of messages it has not started on,
+    /// for at most [`Config::send_timeout`]. A writer takes all that waits at each turn, so
+    /// this waits only for a writer that has not had a turn on a CPU: on a multi-thread
+    /// runtime, one queued on another worker while this one went on publishing. Without it,
+    /// one client's burst of 500 reached every client in one batch, more than a backlog, and
+    /// any client whose socket was full that moment was closed as too slow.
     async fn pace(&self, config: &Config) {
         let half = config.backlog.max(2) / 2;
         let until = tokio::time::Instant::now() + config.send_timeout;
-        while self.published.len() > half && tokio::time::Instant::now() < until {
+        while self.fanout.unwritten() > half && tokio::time::Instant::now() < until {
             tokio::time::sleep(PACE_STEP).await;
         }
     }
@@ -497,12 +499,13 @@ async fn announce(
 /// One client in the room, from the upgrade to the leave notice.
 ///
 /// Not an `async fn`: the future of an `async fn` holds a second copy of its arguments
-/// (rust-lang/rust#62958), and a `WebSocket` is over 300 bytes. This future lives as long as the
+/// (rust-lang/rust#62958), and a WebSocket is over 300 bytes. This future lives as long as the
 /// connection, so the copy would cost every idle client that much; an `async move` block that
 /// only borrows the socket keeps one.
 #[expect(clippy::manual_async_fn, reason = "keeps one copy of the socket")]
 fn room_session(
-    mut socket: WebSocket,
+    mut socket: SharedWebSocket,
+    outbox: Arc<Outbox>,
     place: GaugeGuard,
     app: Arc<App>,
 ) -> impl Future<Output = ()> + Send {
@@ -514,26 +517,23 @@ fn room_session(
             client,
             clients: room.clients.get(),
         };
-        // The welcome goes out before this session takes a place in the message ring: a client
-        // that never reads would otherwise hold the ring (and every publisher, see
-        // `Room::pace`) while its first write waits out the send timeout.
+        // The welcome goes out before the client joins the fan-out, so that it comes first.
         let welcomed = send(&mut socket, Message::Text(welcome.encode()), config).await;
         let (reason, ending) = match welcomed.ends_session() {
             Some(reason) => (reason, Ending::Gone),
             None => {
                 // Subscribe before announcing, so that the client's own join is in its stream.
-                let mut inbox = Inbox::new(room, config.backlog);
+                let member = room.fanout.join(outbox.clone());
                 let mut notices = room.presence.subscribe();
                 let join = RoomEvent::Join {
                     client,
                     clients: room.clients.get(),
                 };
-                match inbox.while_taking(room.announce(&join)).await {
-                    Ok(()) => converse(&mut socket, client, inbox, &mut notices, &app).await,
-                    Err(reason) => (reason, Ending::TooSlow),
-                }
-                // The inbox is dropped here: a session that is leaving holds no place in the
-                // ring while it says goodbye.
+                room.announce(&join).await;
+                let ended = converse(&mut socket, &outbox, client, &mut notices, &app).await;
+                // Leaving the fan-out before the Close frame: no room message may follow it.
+                drop(member);
+                ended
             }
         };
         ending.close(&mut socket).await;
@@ -548,7 +548,7 @@ fn room_session(
     }
 }
 
-/// How a session's socket is ended, once its place in the ring is given up.
+/// How a session's socket is ended, once it has left the fan-out.
 #[derive(Debug)]
 enum Ending {
     /// Nothing to send: the connection is gone, or the closing handshake is done.
@@ -564,7 +564,7 @@ enum Ending {
 }
 
 impl Ending {
-    async fn close(self, socket: &mut WebSocket) {
+    async fn close(self, socket: &mut SharedWebSocket) {
         match self {
             Ending::Gone => {}
             Ending::Answer => ws::answer_close(socket).await,
@@ -579,12 +579,13 @@ impl Ending {
     }
 }
 
-/// The session's loop: whatever comes first of a client's message, a room message to forward,
-/// the heartbeat, or shutdown. Returns why the client left and how to end its socket.
+/// The session's loop: whatever comes first of a client's message, bytes waiting for its
+/// socket, a notice, the heartbeat, or shutdown. The room's messages do not pass through here:
+/// the client's shard writer sends them. Returns why the client left and how to end its socket.
 async fn converse(
-    socket: &mut WebSocket,
+    socket: &mut SharedWebSocket,
+    outbox: &Outbox,
     client: u64,
-    mut inbox: Inbox,
     notices: &mut broadcast::Receiver<Utf8Bytes>,
     app: &App,
 ) -> (Left, Ending) {
@@ -599,17 +600,13 @@ async fn converse(
                     Some(Ok(Message::Text(text))) => {
                         room.relayed.fetch_add(1, Ordering::Relaxed);
                         let message = RoomEvent::Message { from: client, text: &text };
-                        // Awaited (one PUBLISH with Redis), taking from the ring meanwhile: one
-                        // sender's messages leave in the order it sent them.
-                        if let Err(reason) = inbox.while_taking(room.publish(&message)).await {
-                            return (reason, Ending::TooSlow);
-                        }
-                        // Read the client's next message only once the ring has room: a burst
-                        // (hundreds of small messages in one read) must not lap the sessions
-                        // that have yet to forward it, whichever thread they run on.
-                        if let Err(reason) = inbox.while_taking(room.pace(config)).await {
-                            return (reason, Ending::TooSlow);
-                        }
+                        // Awaited (one PUBLISH with Redis): one sender's messages leave in the
+                        // order it sent them.
+                        room.publish(&message).await;
+                        // Read the client's next message only once the writers have caught up:
+                        // a burst (hundreds of small messages in one read) must not pile up
+                        // faster than they write it out, whichever thread they run on.
+                        room.pace(config).await;
                     }
                     // Decision: the room relays text only. RFC 6455's code for "a type of data
                     // this endpoint cannot accept" is 1003; the page never sends binary.
@@ -630,32 +627,18 @@ async fn converse(
                     None => return (Left::Closed, Ending::Gone),
                 }
             }
-            taken = inbox.messages.recv() => {
-                match taken {
-                    Ok(first) => {
-                        inbox.held.push_back(first);
-                        if let Err(reason) = inbox.forward(socket, config).await {
-                            return (reason, Ending::TooSlow);
-                        }
-                    }
-                    // The policy for a client that cannot keep up: it is closed, never skipped
-                    // silently and never waited for. The others are not slowed by it (the ring
-                    // moves on without it) and memory does not grow (the ring is bounded).
-                    Err(RecvError::Lagged(missed)) => {
-                        tracing::info!(client, missed, "closing a client that fell behind");
-                        return (Left::TooSlow, Ending::TooSlow);
-                    }
-                    // The room's sender lives as long as the App this session holds, so this
-                    // cannot happen; if it ever did, there would be no room left to be in.
-                    Err(RecvError::Closed) => return (Left::Shutdown, Ending::Gone),
+            // The policy for a client that cannot keep up: it is closed, never skipped
+            // silently and never waited for. The others are not slowed by it (its writer
+            // queues what its socket does not take and goes on) and memory does not grow (the
+            // queue holds at most a backlog, each message a reference to the one copy).
+            () = outbox.needs_attention() => {
+                if outbox.too_slow() {
+                    tracing::info!(client, "closing a client that fell behind");
+                    return (Left::TooSlow, Ending::TooSlow);
                 }
-            }
-            // Messages taken but not yet written: those taken while a write was under way, or
-            // more than one batch holds. A branch of its own, so that reading from the client
-            // takes turns with writing to it, however busy the room.
-            () = std::future::ready(()), if !inbox.held.is_empty() => {
-                if let Err(reason) = inbox.forward(socket, config).await {
-                    return (reason, Ending::TooSlow);
+                let writing = tokio::time::timeout(config.send_timeout, socket.flush());
+                if let Some(reason) = Delivery::of(writing.await, config).ends_session() {
+                    return (reason, ending_for(reason));
                 }
             }
             notice = notices.recv() => {
@@ -673,14 +656,15 @@ async fn converse(
                     }
                     Err(RecvError::Closed) => return (Left::Shutdown, Ending::Gone),
                 };
-                if let Some(reason) = inbox.send(socket, Message::Text(text), config).await {
+                let sent = send(socket, Message::Text(text), config).await;
+                if let Some(reason) = sent.ends_session() {
                     return (reason, ending_for(reason));
                 }
             }
             beat = heartbeat.beat() => match beat {
                 Beat::Ping => {
                     let ping = Message::Ping(Default::default());
-                    if let Some(reason) = inbox.send(socket, ping, config).await {
+                    if let Some(reason) = send(socket, ping, config).await.ends_session() {
                         return (reason, ending_for(reason));
                     }
                 }
@@ -720,110 +704,13 @@ enum Delivery {
 
 /// Writes one message within [`Config::send_timeout`]. A client that stops reading fills its
 /// TCP window and then our write waits; the timeout bounds that wait, and only this client's
-/// session is waiting.
-async fn send(socket: &mut WebSocket, message: Message, config: &Config) -> Delivery {
+/// session is waiting. On a room socket, the wait includes the room messages queued before it.
+async fn send<S>(socket: &mut WebSocketStream<S>, message: Message, config: &Config) -> Delivery
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let written = tokio::time::timeout(config.send_timeout, socket.send(message)).await;
     Delivery::of(written, config)
-}
-
-/// A session's place in the room's message ring, and the messages it has taken from the ring
-/// but not yet written.
-///
-/// A session takes from the ring even while its socket is busy (a write waiting for a slow
-/// client, an announcement waiting its turn): the ring's count of messages not yet taken by
-/// everyone then measures only sessions that have not had a turn on a CPU, which is what
-/// [`Room::pace`] waits for. A client that reads nothing fills `held` instead, and is closed
-/// as too slow when it holds [`Config::backlog`] messages: the same limit as before, kept per
-/// client, where it cannot hold anyone else up.
-struct Inbox {
-    messages: broadcast::Receiver<Utf8Bytes>,
-    /// Taken from the ring, not yet written; at most [`Config::backlog`]. Each is a reference
-    /// count on the one encoded copy of the message.
-    held: VecDeque<Utf8Bytes>,
-    backlog: usize,
-}
-
-impl Inbox {
-    fn new(room: &Room, backlog: usize) -> Self {
-        Self {
-            messages: room.published.subscribe(),
-            held: VecDeque::new(),
-            backlog: backlog.max(1),
-        }
-    }
-
-    /// Runs `work` and takes room messages from the ring meanwhile. `Err` if this client fell
-    /// behind: it holds a whole backlog, or the ring lapped it. `work` bounds itself: a write
-    /// by [`Config::send_timeout`], [`Room::pace`] by its own deadline, so that a publisher
-    /// that waited is never taken for a slow client.
-    async fn while_taking<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Left> {
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                biased;
-                done = &mut work => return Ok(done),
-                taken = self.messages.recv() => match taken {
-                    Ok(text) if self.held.len() < self.backlog => self.held.push_back(text),
-                    Ok(_) | Err(RecvError::Lagged(_)) => return Err(Left::TooSlow),
-                    // The room is gone: finish the work, there is nothing more to take.
-                    Err(RecvError::Closed) => return Ok(work.await),
-                },
-            }
-        }
-    }
-
-    /// Writes one message (a notice, a Ping) within [`Config::send_timeout`], taking room
-    /// messages meanwhile. The reason the session ends, if it does.
-    async fn send(
-        &mut self,
-        socket: &mut WebSocket,
-        message: Message,
-        config: &Config,
-    ) -> Option<Left> {
-        let writing = tokio::time::timeout(config.send_timeout, socket.send(message));
-        match self.while_taking(writing).await {
-            Ok(written) => Delivery::of(written, config).ends_session(),
-            Err(reason) => Some(reason),
-        }
-    }
-
-    /// Writes the held messages, and any that wait in the ring, in one batch and one flush:
-    /// one write to the socket for the batch instead of one per message. Under load a session
-    /// wakes to find many messages waiting, and each write is a system call that costs more
-    /// than framing all of them does. The batch stops at the write buffer's size (what
-    /// tungstenite would write out anyway), so it is bounded in bytes and in messages; it must
-    /// be written within [`Config::send_timeout`]. Nothing waits for a batch to fill.
-    async fn forward(&mut self, socket: &mut WebSocket, config: &Config) -> Result<(), Left> {
-        let budget = config.room_limits.write_buffer_size;
-        let mut batch = Vec::new();
-        let mut batched = 0;
-        while batched < budget {
-            let next = match self.held.pop_front() {
-                Some(text) => text,
-                None => match self.messages.try_recv() {
-                    Ok(text) => text,
-                    Err(TryRecvError::Lagged(_)) => return Err(Left::TooSlow),
-                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-                },
-            };
-            batched += next.len();
-            batch.push(next);
-        }
-        let writing = async {
-            for text in batch {
-                socket.feed(Message::Text(text)).await?;
-            }
-            socket.flush().await
-        };
-        let writing = tokio::time::timeout(config.send_timeout, writing);
-        match self.while_taking(writing).await {
-            Ok(written) => match Delivery::of(written, config).ends_session() {
-                Some(reason) => Err(reason),
-                None => Ok(()),
-            },
-            Err(reason) => Err(reason),
-        }
-    }
 }
 
 impl Delivery {

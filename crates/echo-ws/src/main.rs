@@ -49,8 +49,9 @@ struct Args {
     idle_timeout_ms: Option<u64>,
 }
 
-// tokio's multi-thread runtime, one worker per core: the room fans out on every core. It is correct
-// on any runtime (see `Room::pace` and `Inbox` in lib.rs), so this is only the usual default.
+// tokio's multi-thread runtime, one worker per core: the room's fan-out has one writer per worker,
+// so it writes on every core. It is correct on any runtime (see `Room::pace` in lib.rs), so this
+// is only the usual default.
 #[tokio::main]
 async fn main() -> realtime_kit::Result<()> {
     let args = Args::parse();

@@ -10,7 +10,7 @@
 //!
 //! - A client's text message is one `PUBLISH` of its already-encoded JSON ([`publish`]).
 //! - Each instance runs one [`relay`]: `SUBSCRIBE` on a connection of its own, and every message
-//!   from the channel, its own included, goes into the local ring, which the sessions forward
+//!   from the channel, its own included, goes to the local fan-out, whose writers send it
 //!   exactly as in one process.
 //! - PUB/SUB is at-most-once: while an instance's subscription is down, it misses what the others
 //!   publish, and nothing gives it back. For a room's live messages that is the right trade (see
@@ -44,7 +44,7 @@ pub(crate) struct RedisRoom {
     /// The connections.
     pub(crate) redis: RedisBackplane,
     /// Whether [`relay`] is subscribed right now. While it is not, a local message goes straight
-    /// into the local ring and is not published: published, it could arrive a second time
+    /// to the local fan-out and is not published: published, it could arrive a second time
     /// through a subscription that comes back meanwhile, and the room promises at most once.
     pub(crate) subscribed: AtomicBool,
 }
@@ -104,7 +104,7 @@ pub(crate) async fn publish(room: &RedisRoom, local: &Room, text: Utf8Bytes) {
 // ANCHOR_END: publish
 
 // ANCHOR: relay
-/// Subscribes and puts every message of the channel into the local ring, until shutdown; after
+/// Subscribes and hands every message of the channel to the local fan-out, until shutdown; after
 /// a lost connection, backs off and subscribes again. What was published meanwhile is gone.
 pub(crate) async fn relay(room: std::sync::Arc<crate::App>, shutdown: Shutdown) {
     let Some(redis_room) = room.room.redis.as_ref() else {
@@ -161,8 +161,8 @@ async fn relay_once(
             Ok(json) if json.len() <= largest => {
                 local.deliver(json.into());
                 // The subscription is one producer for the whole room: it waits, like a local
-                // sender, while the ring is more than half full, so it does not lap the
-                // sessions. Redis buffers for it meanwhile, up to its `client-output-buffer-limit
+                // sender, while a writer has more than half a backlog to start on, so it does not
+                // pile messages up faster than they go out. Redis buffers for it meanwhile, up to its `client-output-buffer-limit
                 // pubsub`, and then cuts it off: at most once, again.
                 local.pace(config).await;
             }

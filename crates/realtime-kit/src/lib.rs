@@ -13,6 +13,7 @@
 //! | [`config`] | `--port`/`--bind`, the "listening on" line, logging and the Ctrl-C signal |
 //! | [`backplane`] | the seam between one process and N: in-process by default, Redis with `--redis URL`, and the connections and `503` that go with it |
 //! | [`ws`] | WebSocket on hyper: handshake, `Origin` check, per-socket limits, the upgrade |
+//! | [`fanout`] | one message to many sockets from one writer task per core, each socket shared with its session |
 //!
 //! Nothing here is a framework: a demo still matches on method and path itself and builds its own
 //! responses, so the protocol stays visible.
@@ -21,6 +22,7 @@ pub mod backplane;
 pub mod client;
 pub mod config;
 mod direct;
+pub mod fanout;
 pub mod host;
 pub mod parser;
 pub mod request;

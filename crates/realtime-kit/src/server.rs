@@ -432,7 +432,7 @@ impl std::error::Error for BodyError {
 /// A connection's socket, with one addition: a write that makes no progress for `limit` fails
 /// with `TimedOut`, which ends the connection (and with it a stream the client stopped reading).
 /// The timer exists only while a write is blocked, so a healthy connection pays nothing.
-struct StallGuard<IO> {
+pub(crate) struct StallGuard<IO> {
     io: IO,
     limit: Duration,
     /// Started when a write first found the socket full; cleared by any write that goes through.
@@ -446,6 +446,12 @@ impl<IO> StallGuard<IO> {
             limit,
             stalled: None,
         }
+    }
+
+    /// The socket, without the guard: for a connection taken over after a `101`, whose session
+    /// bounds its own writes.
+    pub(crate) fn into_inner(self) -> IO {
+        self.io
     }
 
     /// Turns a `Pending` write into an error once the socket has been full for `limit`.
@@ -515,6 +521,13 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for StallGuard<IO> {
     }
 }
 // ANCHOR_END: stall_guard
+
+/// The TCP socket under a connection that hyper handed over after a `101`, and the bytes hyper
+/// read past the request; `None` if the connection was not served by this module.
+pub(crate) fn upgraded_socket(upgraded: hyper::upgrade::Upgraded) -> Option<(TcpStream, Bytes)> {
+    let parts = upgraded.downcast::<TokioIo<StallGuard<TcpStream>>>().ok()?;
+    Some((parts.io.into_inner().into_inner(), parts.read_buf))
+}
 
 /// A count of live things (open streams, connected sockets): [`enter`](Gauge::enter) counts one
 /// until the returned guard is dropped, so a disconnect is counted however it happens.

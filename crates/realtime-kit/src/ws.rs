@@ -18,6 +18,7 @@
 //! ```
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -26,12 +27,14 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use crate::fanout::{Outbox, SharedWebSocket};
 use crate::request::{InvalidOrigin, parse_origins};
 use crate::respond::Rejection;
 use crate::server::{ResponseBody, Shutdown};
@@ -249,7 +252,7 @@ fn handshake_refusal(problem: &ProtocolError) -> Rejection {
 /// the task that awaits the upgrade is spawned first and the response returned after.
 /// The connection must be served with upgrades (the kit's [`crate::serve`] is).
 pub fn upgrade<S, F>(
-    mut request: Request<crate::RequestBody>,
+    request: Request<crate::RequestBody>,
     origins: &OriginPolicy,
     limits: Limits,
     shutdown: &Shutdown,
@@ -257,6 +260,54 @@ pub fn upgrade<S, F>(
 ) -> Response<ResponseBody>
 where
     S: FnOnce(WebSocket) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    take_over(request, origins, shutdown, move |upgraded| async move {
+        let config = limits.websocket_config();
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        session(socket).await;
+    })
+}
+
+/// [`upgrade`] for a socket that a [`Fanout`](crate::fanout::Fanout) writes to as well: the
+/// session gets its WebSocket and the socket's [`Outbox`], to join the fan-out with. The
+/// connection must have been served by the kit's server, which keeps the `TcpStream` within
+/// reach.
+pub fn upgrade_shared<S, F>(
+    request: Request<crate::RequestBody>,
+    origins: &OriginPolicy,
+    limits: Limits,
+    shutdown: &Shutdown,
+    session: S,
+) -> Response<ResponseBody>
+where
+    S: FnOnce(SharedWebSocket, Arc<Outbox>) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    take_over(request, origins, shutdown, move |upgraded| async move {
+        let Some((stream, read_ahead)) = crate::server::upgraded_socket(upgraded) else {
+            tracing::error!("a shared WebSocket needs a connection served by realtime_kit::serve");
+            return;
+        };
+        let (outbox, io) = Outbox::new(stream, read_ahead);
+        let config = limits.websocket_config();
+        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        session(socket, outbox).await;
+    })
+}
+
+/// The checks and the take-over both upgrades share: `Origin`, the handshake, then `session`
+/// on the upgraded connection once hyper has written the `101`.
+fn take_over<S, F>(
+    mut request: Request<crate::RequestBody>,
+    origins: &OriginPolicy,
+    shutdown: &Shutdown,
+    session: S,
+) -> Response<ResponseBody>
+where
+    S: FnOnce(Upgraded) -> F + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     if let Err(forbidden) = origins.check(request.headers()) {
@@ -269,16 +320,7 @@ where
     let upgraded = hyper::upgrade::on(&mut request);
     shutdown.spawn(async move {
         match upgraded.await {
-            Ok(upgraded) => {
-                let config = limits.websocket_config();
-                let socket = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                session(socket).await;
-            }
+            Ok(upgraded) => session(upgraded).await,
             // The client went away between the request and the 101.
             Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
         }
@@ -375,7 +417,11 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The server ends the connection: starts the closing handshake with `code` and `reason`, then
 /// reads until the client answers or [`CLOSE_TIMEOUT`] passes. Messages that arrive meanwhile
 /// are discarded: we are leaving.
-pub async fn close(socket: &mut WebSocket, code: CloseCode, reason: &'static str) {
+pub async fn close<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut WebSocketStream<S>,
+    code: CloseCode,
+    reason: &'static str,
+) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
@@ -393,15 +439,15 @@ pub async fn close(socket: &mut WebSocket, code: CloseCode, reason: &'static str
 /// The client sent Close: tungstenite has already queued the answering Close, and flushing
 /// sends it. Then the session returns, and dropping the socket closes the TCP connection, which
 /// RFC 6455 section 7.1.1 asks the server to do first.
-pub async fn answer_close(socket: &mut WebSocket) {
+pub async fn answer_close<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut WebSocketStream<S>) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
 }
 
 /// Reading failed: closes with the code that tells the client what it sent wrong (see
 /// [`close_code_for`]) and returns it, or returns `None` when the connection is already gone
 /// and there is no one to tell.
-pub async fn close_after_error(
-    socket: &mut WebSocket,
+pub async fn close_after_error<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut WebSocketStream<S>,
     error: &tungstenite::Error,
 ) -> Option<CloseCode> {
     let code = close_code_for(error)?;

@@ -1,0 +1,636 @@
+//! Fan-out on every core: one message written to many sockets by one writer task per worker
+//! thread, each from one shared, already framed `Bytes`.
+//!
+//! A session per client that wakes for every message (a `broadcast` receiver, a select, a
+//! frame encoded and written) costs a task wake-up and a pass through the session for each
+//! delivery. The writer per core here costs what the machine's floor costs (see the capacity
+//! chapter): a loop over its share of the sockets, one `try_write` each.
+//!
+//! ```text
+//! Fanout::send(frame) ──▶ shard 0's queue ──▶ writer 0: for each of its clients, Outbox::offer
+//!                    └──▶ shard 1's queue ──▶ writer 1: ...
+//! ```
+//!
+//! Each client's socket is shared by two writers: the shard's, and the client's own session
+//! (welcome, notices, Pings, Close, through tungstenite). Its [`Outbox`] keeps them apart. All
+//! writes to one socket go through the outbox's lock, and whole frames only, so frames from the
+//! two writers never interleave. What a full socket does not take waits in the outbox, in order,
+//! and the session writes it out when the socket has room. A client that falls
+//! [`Fanout`]'s `backlog` messages behind is marked too slow, and its session closes it.
+//!
+//! Run it in echo-ws (`cargo run -p echo-ws`); the tests are `tests/echo_ws.rs` and
+//! `tests/echo_ws_multicore.rs`.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use crate::server::Shutdown;
+
+// ANCHOR: outbox
+/// One client's socket, written by its session and by a shard writer, one whole frame at a time.
+#[derive(Debug)]
+pub struct Outbox {
+    socket: TcpStream,
+    state: Mutex<OutboxState>,
+    /// Wakes the session: bytes wait for a socket that was full, or the client fell too far
+    /// behind, or a write failed.
+    attention: Notify,
+}
+
+#[derive(Debug, Default)]
+struct OutboxState {
+    /// What a full socket did not take yet, in order. The first may have been partly written;
+    /// none is ever split by another writer's bytes.
+    waiting: VecDeque<Waiting>,
+    /// Room messages among `waiting`: the count [`Fanout`]'s backlog limits.
+    waiting_messages: usize,
+    /// No more room messages: the client left, fell too far behind, or its socket failed.
+    closed_to_room: bool,
+    /// The client fell a whole backlog behind.
+    too_slow: bool,
+    /// A write failed (the client reset the connection); every later write fails the same way.
+    failed: Option<io::ErrorKind>,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    bytes: Bytes,
+    /// Room messages in `bytes` (a batch may hold several); 0 for the session's own frames.
+    messages: usize,
+}
+
+/// What became of a batch offered to one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// The socket took all of it.
+    Written,
+    /// It waits in the outbox for the socket to take it; the session was told.
+    Queued,
+    /// The client was already [`Offered::Queued`] a whole backlog: it is closed as too slow.
+    TooSlow,
+    /// The client takes no more room messages.
+    Refused,
+}
+
+impl Outbox {
+    /// An outbox for `socket`, and the tungstenite-ready IO that the session reads and writes
+    /// through. `read_ahead` is what the HTTP server read past the handshake: the client's
+    /// first frames, if it sent them at once.
+    pub fn new(socket: TcpStream, read_ahead: Bytes) -> (Arc<Self>, SharedIo) {
+        // The read-ahead is a slice of the HTTP server's read buffer, kilobytes, that would
+        // stay allocated for as long as the slice lives: copy the few bytes, if any.
+        let read_ahead = Bytes::copy_from_slice(&read_ahead);
+        let outbox = Arc::new(Self {
+            socket,
+            state: Mutex::new(OutboxState::default()),
+            attention: Notify::new(),
+        });
+        let io = SharedIo {
+            outbox: outbox.clone(),
+            read_ahead,
+        };
+        (outbox, io)
+    }
+
+    fn state(&self) -> MutexGuard<'_, OutboxState> {
+        // A panic while holding the lock leaves the state as consistent as between two writes.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes `messages` room messages, already framed in `batch`, or queues what the socket
+    /// does not take; at most `backlog` may wait.
+    pub fn offer(&self, batch: &Bytes, messages: usize, backlog: usize) -> Offered {
+        let mut state = self.state();
+        if state.closed_to_room {
+            return Offered::Refused;
+        }
+        let mut rest = batch.clone();
+        if state.waiting.is_empty() {
+            match write_some(&self.socket, &mut rest) {
+                Ok(true) => return Offered::Written,
+                Ok(false) => {}
+                Err(error) => {
+                    state.fail(error.kind());
+                    drop(state);
+                    self.attention.notify_one();
+                    return Offered::Refused;
+                }
+            }
+        } else if state.waiting_messages + messages > backlog {
+            state.closed_to_room = true;
+            state.too_slow = true;
+            drop(state);
+            self.attention.notify_one();
+            return Offered::TooSlow;
+        }
+        state.waiting.push_back(Waiting {
+            bytes: rest,
+            messages,
+        });
+        state.waiting_messages += messages;
+        drop(state);
+        self.attention.notify_one();
+        Offered::Queued
+    }
+
+    /// Waits until the session has something to do: write out what waits, or close a client
+    /// that fell behind. Cancel-safe, for a branch of `select!`.
+    pub async fn needs_attention(&self) {
+        self.attention.notified().await;
+    }
+
+    /// Whether the client fell a whole backlog behind.
+    pub fn too_slow(&self) -> bool {
+        self.state().too_slow
+    }
+
+    /// Takes no more room messages; what already waits is still written.
+    pub fn close_to_room(&self) {
+        self.state().closed_to_room = true;
+    }
+
+    fn closed_to_room(&self) -> bool {
+        self.state().closed_to_room
+    }
+
+    /// Writes what waits. `Ok(true)` once nothing does.
+    fn write_waiting(&self, state: &mut OutboxState) -> io::Result<bool> {
+        if let Some(kind) = state.failed {
+            return Err(kind.into());
+        }
+        while let Some(front) = state.waiting.front_mut() {
+            match write_some(&self.socket, &mut front.bytes) {
+                Ok(true) => {
+                    let done = state.waiting.pop_front().expect("the front exists");
+                    state.waiting_messages -= done.messages;
+                }
+                Ok(false) => return Ok(false),
+                Err(error) => {
+                    state.fail(error.kind());
+                    return Err(error);
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl OutboxState {
+    fn fail(&mut self, kind: io::ErrorKind) {
+        self.failed = Some(kind);
+        self.closed_to_room = true;
+        self.waiting.clear();
+        self.waiting_messages = 0;
+    }
+}
+
+/// Writes as much of `bytes` as the socket takes now, without waiting; `Ok(true)` if it took
+/// all, `Ok(false)` if it is full, with `bytes` advanced past what it took.
+fn write_some(socket: &TcpStream, bytes: &mut Bytes) -> io::Result<bool> {
+    while !bytes.is_empty() {
+        match socket.try_write(bytes) {
+            Ok(written) => bytes.advance(written),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(true)
+}
+// ANCHOR_END: outbox
+
+// ANCHOR: shared_io
+/// The session's side of a shared socket, for tungstenite: reads come straight from the socket
+/// (only the session reads), writes go through the [`Outbox`] behind whatever waits there.
+///
+/// A write is always accepted whole (tungstenite then never splits a frame between two writes),
+/// and a flush waits until the socket has taken everything queued before it, the shard's room
+/// messages too. So the session's `send(...)` with a timeout bounds how long the client may take
+/// to read, as it does on a socket of its own.
+#[derive(Debug)]
+pub struct SharedIo {
+    outbox: Arc<Outbox>,
+    read_ahead: Bytes,
+}
+
+/// A WebSocket whose socket a [`Fanout`] writes to as well.
+pub type SharedWebSocket = WebSocketStream<SharedIo>;
+
+impl AsyncRead for SharedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read_ahead.is_empty() {
+            let n = self.read_ahead.len().min(buf.remaining());
+            buf.put_slice(&self.read_ahead[..n]);
+            self.read_ahead.advance(n);
+            if self.read_ahead.is_empty() {
+                self.read_ahead = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let socket = &self.outbox.socket;
+        loop {
+            ready!(socket.poll_read_ready(cx))?;
+            match socket.try_read(buf.initialize_unfilled()) {
+                Ok(read) => {
+                    buf.advance(read);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut state = self.outbox.state();
+        if let Some(kind) = state.failed {
+            return Poll::Ready(Err(kind.into()));
+        }
+        state.waiting.push_back(Waiting {
+            bytes: Bytes::copy_from_slice(buf),
+            messages: 0,
+        });
+        self.outbox.write_waiting(&mut state)?;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if self.outbox.write_waiting(&mut self.outbox.state())? {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(self.outbox.socket.poll_write_ready(cx))?;
+        }
+    }
+
+    /// The connection closes when its last handle goes: the session's, and the shard's, which
+    /// lets go as soon as the session leaves the [`Fanout`].
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+// ANCHOR_END: shared_io
+
+// ANCHOR: fanout
+/// Clients spread over one writer task per worker thread. [`Fanout::send`] hands a framed
+/// message to every writer; each writes it to its clients.
+#[derive(Debug)]
+pub struct Fanout {
+    shards: Vec<Arc<Shard>>,
+    next: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Shard {
+    queue: Mutex<ShardQueue>,
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct ShardQueue {
+    /// Framed messages not yet written to this shard's clients.
+    messages: VecDeque<Bytes>,
+    /// Clients that joined since the writer last looked.
+    joining: Vec<Arc<Outbox>>,
+    /// A client left: the writer lets go of it (and so of its socket).
+    left: bool,
+}
+
+impl Shard {
+    fn queue(&self) -> MutexGuard<'_, ShardQueue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A client's place in a [`Fanout`]. Dropping it leaves: the client gets no more messages, and
+/// its writer lets go of the socket.
+#[derive(Debug)]
+pub struct Member {
+    shard: Arc<Shard>,
+    outbox: Arc<Outbox>,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.outbox.close_to_room();
+        self.shard.queue().left = true;
+        self.shard.wake.notify_one();
+    }
+}
+
+impl Fanout {
+    /// One writer per worker thread of the current runtime, until shutdown. A client more than
+    /// `backlog` messages behind is [`Offered::TooSlow`].
+    pub fn new(backlog: usize, shutdown: &Shutdown) -> Self {
+        let writers = tokio::runtime::Handle::current().metrics().num_workers();
+        let shards = (0..writers.max(1))
+            .map(|_| {
+                let shard = Arc::new(Shard {
+                    queue: Mutex::new(ShardQueue::default()),
+                    wake: Notify::new(),
+                });
+                shutdown.spawn(write_shard(shard.clone(), backlog.max(1), shutdown.clone()));
+                shard
+            })
+            .collect();
+        Self {
+            shards,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Adds a client, to the shards in turn; it gets every message sent from now on.
+    pub fn join(&self, outbox: Arc<Outbox>) -> Member {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let shard = self.shards[turn % self.shards.len()].clone();
+        shard.queue().joining.push(outbox.clone());
+        shard.wake.notify_one();
+        Member { shard, outbox }
+    }
+
+    /// Sends one framed message to every client.
+    pub fn send(&self, frame: Bytes) {
+        for shard in &self.shards {
+            shard.queue().messages.push_back(frame.clone());
+            shard.wake.notify_one();
+        }
+    }
+
+    /// The most messages a writer has yet to start on: those waiting for a turn on a CPU.
+    pub fn unwritten(&self) -> usize {
+        let queued = self.shards.iter().map(|shard| shard.queue().messages.len());
+        queued.max().unwrap_or(0)
+    }
+}
+
+/// One shard's writer: at each wake-up, takes the clients that joined, lets go of those that
+/// left, and writes every waiting message to every client, as one batch.
+async fn write_shard(shard: Arc<Shard>, backlog: usize, shutdown: Shutdown) {
+    let mut clients: Vec<Arc<Outbox>> = Vec::new();
+    loop {
+        tokio::select! {
+            () = shard.wake.notified() => {}
+            () = shutdown.requested() => return,
+        }
+        let (messages, left) = {
+            let mut queue = shard.queue();
+            clients.append(&mut queue.joining);
+            (
+                std::mem::take(&mut queue.messages),
+                std::mem::take(&mut queue.left),
+            )
+        };
+        if left {
+            clients.retain(|client| !client.closed_to_room());
+        }
+        if messages.is_empty() {
+            continue;
+        }
+        let count = messages.len();
+        let batch = join_frames(messages);
+        for client in &clients {
+            client.offer(&batch, count, backlog);
+        }
+    }
+}
+
+/// One `Bytes` for several frames, so that each client gets them in one write.
+fn join_frames(mut messages: VecDeque<Bytes>) -> Bytes {
+    if messages.len() == 1 {
+        return messages.pop_front().expect("one message");
+    }
+    let mut batch = BytesMut::with_capacity(messages.iter().map(Bytes::len).sum());
+    for message in messages {
+        batch.extend_from_slice(&message);
+    }
+    batch.freeze()
+}
+// ANCHOR_END: fanout
+
+// ANCHOR: text_frame
+/// A text message framed as a server sends it (one final, unmasked frame), for
+/// [`Fanout::send`]: framed once, written to every client as it is.
+pub fn text_frame(text: Utf8Bytes) -> Bytes {
+    let frame = Frame::message(Bytes::from(text), OpCode::Data(Data::Text), true);
+    let mut framed = Vec::with_capacity(frame.len());
+    frame
+        .format(&mut framed)
+        .expect("writing to a Vec cannot fail");
+    framed.into()
+}
+// ANCHOR_END: text_frame
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::*;
+
+    const WITHIN: Duration = Duration::from_secs(10);
+
+    /// A connected pair over loopback: the server's end, and the client's. Their buffers are
+    /// small, so that the server's socket fills after kilobytes, not megabytes.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpSocket::new_v4().expect("socket");
+        // An accepted socket takes its send buffer from the listening one.
+        listener.set_send_buffer_size(8192).expect("SO_SNDBUF");
+        listener
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let listener: TcpListener = listener.listen(8).expect("listen");
+        let client = tokio::net::TcpSocket::new_v4().expect("socket");
+        client.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let client = client.connect(listener.local_addr().expect("addr"));
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (accepted.expect("accept").0, client.expect("connect"))
+    }
+
+    async fn server_socket(socket: TcpStream, read_ahead: &[u8]) -> (Arc<Outbox>, SharedWebSocket) {
+        let (outbox, io) = Outbox::new(socket, Bytes::copy_from_slice(read_ahead));
+        (
+            outbox,
+            WebSocketStream::from_raw_socket(io, Role::Server, None).await,
+        )
+    }
+
+    async fn client_socket(socket: TcpStream) -> WebSocketStream<TcpStream> {
+        WebSocketStream::from_raw_socket(socket, Role::Client, None).await
+    }
+
+    /// The shard's batches and the session's own frames share one socket that fills up: the
+    /// client still reads whole, valid frames, the shard's in the order they were offered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_writers_never_split_a_frame() {
+        let (server, client) = pair().await;
+        let (outbox, mut session) = server_socket(server, b"").await;
+        let mut client = client_socket(client).await;
+        let text = "x".repeat(1000);
+        let shard = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                let mut queued = 0;
+                for n in 0..3000 {
+                    let frame = text_frame(format!("{n} {text}").into());
+                    if outbox.offer(&frame, 1, usize::MAX) == Offered::Queued {
+                        queued += 1;
+                    }
+                    // Still offering while the client reads and the session writes out.
+                    if n % 10 == 0 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                queued
+            })
+        };
+        // The session writes while the shard does (its flush waits for what is queued first),
+        // then does what a session does: writes out what waits whenever it is told to.
+        let pings = tokio::spawn(async move {
+            for n in 0..50 {
+                let ping = Message::Ping(format!("{n}").into_bytes().into());
+                session.send(ping).await.expect("ping");
+            }
+            while tokio::time::timeout(Duration::from_secs(1), outbox.needs_attention())
+                .await
+                .is_ok()
+            {
+                session.flush().await.expect("flush");
+            }
+            session
+        });
+        // Read only once the socket has filled, so that both writers had to queue.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut next = 0;
+        while next < 3000 {
+            let message = tokio::time::timeout(WITHIN, client.next()).await;
+            match message
+                .expect("in time")
+                .expect("open")
+                .expect("a valid frame")
+            {
+                Message::Text(got) => {
+                    let start = got.get(..10).unwrap_or(&got);
+                    assert!(got.starts_with(&format!("{next} ")), "{next}: {start}");
+                    next += 1;
+                }
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(shard.await.expect("shard") > 0, "the socket never filled");
+        tokio::time::timeout(WITHIN, pings)
+            .await
+            .expect("the session's writes finish")
+            .expect("session");
+    }
+
+    /// A client that reads nothing gets a backlog queued, and is then too slow: its session is
+    /// told, and it takes no more room messages.
+    #[tokio::test]
+    async fn a_client_a_backlog_behind_is_too_slow() {
+        let (server, _client) = pair().await;
+        let (outbox, _session) = server_socket(server, b"").await;
+        let frame = text_frame("y".repeat(60_000).into());
+        let mut offers = Vec::new();
+        loop {
+            let offered = outbox.offer(&frame, 1, 8);
+            offers.push(offered);
+            if offered != Offered::Written && offered != Offered::Queued {
+                break;
+            }
+            assert!(offers.len() < 10_000, "never too slow");
+        }
+        let queued = offers.iter().filter(|&&o| o == Offered::Queued).count();
+        assert_eq!(queued, 8, "{offers:?}");
+        assert_eq!(offers.last(), Some(&Offered::TooSlow));
+        tokio::time::timeout(WITHIN, outbox.needs_attention())
+            .await
+            .expect("the session is told");
+        assert!(outbox.too_slow());
+        assert_eq!(outbox.offer(&frame, 1, 8), Offered::Refused);
+    }
+
+    /// Bytes the HTTP server read past the handshake are the session's first frames.
+    #[tokio::test]
+    async fn the_read_ahead_comes_first() {
+        let (server, client) = pair().await;
+        let mut first = Vec::new();
+        Frame::message(Bytes::from_static(b"early"), OpCode::Data(Data::Text), true)
+            .format(&mut first)
+            .expect("format");
+        // A client's frame is masked; tungstenite's client role masks, so frame one by hand.
+        let mask = [1u8, 2, 3, 4];
+        let payload: Vec<u8> = b"early"
+            .iter()
+            .enumerate()
+            .map(|(i, byte)| byte ^ mask[i % 4])
+            .collect();
+        let mut masked = vec![0x81, 0x80 | 5];
+        masked.extend_from_slice(&mask);
+        masked.extend_from_slice(&payload);
+        let (_outbox, mut session) = server_socket(server, &masked).await;
+        let mut client = client_socket(client).await;
+        client.send(Message::text("later")).await.expect("send");
+        for expected in ["early", "later"] {
+            let got = tokio::time::timeout(WITHIN, session.next()).await;
+            let got = got.expect("in time").expect("open").expect("valid");
+            assert_eq!(got, Message::text(expected));
+        }
+    }
+
+    /// A member that leaves is let go by its writer at once, not at the next message: its
+    /// socket closes when the session drops its own handle, in a room that has gone quiet.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leaver_is_let_go_without_another_message() {
+        let shutdown = Shutdown::new();
+        let fanout = Fanout::new(8, &shutdown);
+        let (server, mut client) = pair().await;
+        let (outbox, session) = server_socket(server, b"").await;
+        let member = fanout.join(outbox.clone());
+        fanout.send(text_frame("hello".into()));
+        let mut hello = [0u8; 7];
+        let read = tokio::time::timeout(WITHIN, client.read_exact(&mut hello)).await;
+        read.expect("in time").expect("the message");
+        assert_eq!(&hello, b"\x81\x05hello");
+        drop(member);
+        drop(session);
+        drop(outbox);
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(WITHIN, client.read_to_end(&mut rest)).await;
+        closed.expect("the socket closes").expect("read");
+        assert!(rest.is_empty(), "{rest:?}");
+        shutdown.trigger();
+    }
+}
