@@ -423,9 +423,9 @@ impl Room {
     /// Waits while a writer has more than half a backlog of messages it has not started on,
     /// for at most [`Config::send_timeout`]. A writer takes all that waits at each turn, so
     /// this waits only for a writer that has not had a turn on a CPU: on a multi-thread
-    /// runtime, one queued on another worker while this one went on publishing. Without it,
-    /// one client's burst of 500 reached every client in one batch, more than a backlog, and
-    /// any client whose socket was full that moment was closed as too slow.
+    /// runtime, one queued on another worker while this one went on publishing. It is what
+    /// bounds the writers' queues: a client that sends faster than the room can be written
+    /// waits here, its socket's unread bytes push back on it through TCP, and no queue grows.
     async fn pace(&self, config: &Config) {
         let half = config.backlog.max(2) / 2;
         let until = tokio::time::Instant::now() + config.send_timeout;
