@@ -48,6 +48,8 @@ pub struct Outbox {
     /// Wakes the session: bytes wait for a socket that was full, or the client fell too far
     /// behind, or a write failed.
     attention: Notify,
+    /// Where this client is in its writer's list; only that writer reads or changes it.
+    slot: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -97,6 +99,7 @@ impl Outbox {
             socket,
             state: Mutex::new(OutboxState::default()),
             attention: Notify::new(),
+            slot: AtomicUsize::new(0),
         });
         let io = SharedIo {
             outbox: outbox.clone(),
@@ -162,10 +165,6 @@ impl Outbox {
     /// Takes no more room messages; what already waits is still written.
     pub fn close_to_room(&self) {
         self.state().closed_to_room = true;
-    }
-
-    fn closed_to_room(&self) -> bool {
-        self.state().closed_to_room
     }
 
     /// Writes what waits. `Ok(true)` once nothing does.
@@ -317,8 +316,9 @@ struct ShardQueue {
     messages: VecDeque<Bytes>,
     /// Clients that joined since the writer last looked.
     joining: Vec<Arc<Outbox>>,
-    /// A client left: the writer lets go of it (and so of its socket).
-    left: bool,
+    /// Clients that left since the writer last looked: it lets go of them (and so of their
+    /// sockets).
+    leaving: Vec<Arc<Outbox>>,
 }
 
 impl Shard {
@@ -340,7 +340,7 @@ pub struct Member {
 impl Drop for Member {
     fn drop(&mut self) {
         self.outbox.close_to_room();
-        self.shard.queue().left = true;
+        self.shard.queue().leaving.push(self.outbox.clone());
         self.shard.wake.notify_one();
     }
 }
@@ -392,6 +392,10 @@ impl Fanout {
 
 /// One shard's writer: at each wake-up, takes the clients that joined, lets go of those that
 /// left, and writes every waiting message to every client, as one batch.
+///
+/// A client that leaves is removed in O(1), by the slot it holds in `clients`: a crowd of n
+/// leaving at once (every tab closed after a broadcast, a server draining) must not cost n
+/// passes over n clients.
 async fn write_shard(shard: Arc<Shard>, backlog: usize, shutdown: Shutdown) {
     let mut clients: Vec<Arc<Outbox>> = Vec::new();
     loop {
@@ -399,16 +403,28 @@ async fn write_shard(shard: Arc<Shard>, backlog: usize, shutdown: Shutdown) {
             () = shard.wake.notified() => {}
             () = shutdown.requested() => return,
         }
-        let (messages, left) = {
+        let (joining, leaving, messages) = {
             let mut queue = shard.queue();
-            clients.append(&mut queue.joining);
             (
+                std::mem::take(&mut queue.joining),
+                std::mem::take(&mut queue.leaving),
                 std::mem::take(&mut queue.messages),
-                std::mem::take(&mut queue.left),
             )
         };
-        if left {
-            clients.retain(|client| !client.closed_to_room());
+        for client in joining {
+            client.slot.store(clients.len(), Ordering::Relaxed);
+            clients.push(client);
+        }
+        for client in leaving {
+            let slot = client.slot.load(Ordering::Relaxed);
+            debug_assert!(
+                Arc::ptr_eq(&clients[slot], &client),
+                "a client's slot is its place"
+            );
+            clients.swap_remove(slot);
+            if let Some(moved) = clients.get(slot) {
+                moved.slot.store(slot, Ordering::Relaxed);
+            }
         }
         if messages.is_empty() {
             continue;
@@ -631,6 +647,42 @@ mod tests {
         let closed = tokio::time::timeout(WITHIN, client.read_to_end(&mut rest)).await;
         closed.expect("the socket closes").expect("read");
         assert!(rest.is_empty(), "{rest:?}");
+        shutdown.trigger();
+    }
+    /// Clients leaving in any order are each let go, and everyone else still gets every
+    /// message: the writer's bookkeeping of who is where survives a crowd leaving.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crowd_leaving_in_any_order_leaves_the_rest_served() {
+        let shutdown = Shutdown::new();
+        let fanout = Fanout::new(8, &shutdown);
+        let mut clients = Vec::new();
+        for _ in 0..40 {
+            let (server, client) = pair().await;
+            let (outbox, session) = server_socket(server, b"").await;
+            let member = fanout.join(outbox);
+            clients.push((Some((member, session)), client));
+        }
+        // Every third and every odd client, first to last: each removal moves the last client
+        // into the gap, and that one is often a leaver still to go.
+        let leavers: Vec<usize> = (0..40).filter(|n| n % 3 == 0 || n % 2 == 1).collect();
+        for &n in &leavers {
+            clients[n].0 = None;
+        }
+        fanout.send(text_frame("after".into()));
+        for (n, (stayed, client)) in clients.iter_mut().enumerate() {
+            let mut got = Vec::new();
+            if stayed.is_some() {
+                let mut frame = [0u8; 7];
+                let read = tokio::time::timeout(WITHIN, client.read_exact(&mut frame)).await;
+                read.expect("in time").expect("the message");
+                got.extend_from_slice(&frame);
+                assert_eq!(&got, b"\x81\x05after", "client {n}");
+            } else {
+                let closed = tokio::time::timeout(WITHIN, client.read_to_end(&mut got)).await;
+                closed.expect("the socket closes").expect("read");
+                assert!(got.is_empty(), "client {n} left but got {got:?}");
+            }
+        }
         shutdown.trigger();
     }
 }
