@@ -163,7 +163,7 @@ impl Outbox {
     }
 
     /// Takes no more room messages; what already waits is still written.
-    pub fn close_to_room(&self) {
+    fn close_to_room(&self) {
         self.state().closed_to_room = true;
     }
 
