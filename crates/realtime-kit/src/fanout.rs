@@ -471,7 +471,7 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
     use super::*;
 
@@ -511,7 +511,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_writers_never_split_a_frame() {
         let (server, client) = pair().await;
-        let (outbox, mut session) = server_socket(server, b"").await;
+        // Every frame the session writes goes to the socket at once, not only at a flush, so
+        // that its writes meet the shard's in the middle of the run.
+        let (outbox, io) = Outbox::new(server, Bytes::new());
+        let config = WebSocketConfig::default().write_buffer_size(0);
+        let mut session = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         let mut client = client_socket(client).await;
         let text = "x".repeat(1000);
         let shard = {
@@ -531,13 +535,15 @@ mod tests {
                 queued
             })
         };
-        // The session writes while the shard does (its flush waits for what is queued first),
-        // then does what a session does: writes out what waits whenever it is told to.
+        // The session writes while the shard does, then does what a session does: writes out
+        // what waits whenever it is told to.
         let pings = tokio::spawn(async move {
-            for n in 0..50 {
+            for n in 0..300 {
                 let ping = Message::Ping(format!("{n}").into_bytes().into());
-                session.send(ping).await.expect("ping");
+                session.feed(ping).await.expect("ping");
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
+            session.flush().await.expect("flush");
             while tokio::time::timeout(Duration::from_secs(1), outbox.needs_attention())
                 .await
                 .is_ok()
