@@ -573,8 +573,13 @@ async fn echo_room_pages_broadcast_and_count_clients() {
 }
 
 fn start_stock_ticker(listener: TcpListener) -> TestServer {
+    start_stock_ticker_every(listener, Duration::from_millis(10))
+}
+
+/// stock-ticker whose market makes one update every `update_interval`.
+fn start_stock_ticker_every(listener: TcpListener, update_interval: Duration) -> TestServer {
     let config = stock_ticker::Config {
-        update_interval: Duration::from_millis(10),
+        update_interval,
         ..stock_ticker::Config::default()
     };
     TestServer::start_on(listener, |listener, signal| {
@@ -583,7 +588,8 @@ fn start_stock_ticker(listener: TcpListener) -> TestServer {
 }
 
 /// stock-ticker in a browser: the table fills and its prices move, each chart draws and moves,
-/// and switching from SSE to WebSocket keeps the same feed going (the sequence keeps rising).
+/// switching from SSE to WebSocket keeps the same feed going (the sequence keeps rising), and
+/// after a server restart the page follows the new market, whose sequence starts again from 0.
 #[tokio::test]
 async fn stock_ticker_page_updates_table_chart_and_switches_transport() {
     let Some(mut browser) = Browser::launch().await else {
@@ -665,6 +671,28 @@ async fn stock_ticker_page_updates_table_chart_and_switches_transport() {
         )
         .await;
     browser.screenshot(&page, "stock-ticker").await;
+
+    // A restart: the new server's market counts from 0 again. The page follows it at once,
+    // instead of ignoring every quote until the new count passes the one it last showed.
+    let seq_before_restart: u64 = browser.eval(&page, shown).await["seq"]
+        .as_str()
+        .and_then(|seq| seq.parse().ok())
+        .expect("a numeric sequence");
+    server.stop().await;
+    // A slower market after the restart, so that its count stays below the old one for as long
+    // as the page may take to reconnect (its backoff doubles from 1 s).
+    let server = start_stock_ticker_every(bind(addr).await, Duration::from_millis(100));
+    browser
+        .wait_for(
+            &page,
+            &format!(
+                r#"document.getElementById("state").textContent === "open"
+                   && Number(document.getElementById("last-seq").textContent) > 0
+                   && Number(document.getElementById("last-seq").textContent) < {seq_before_restart}"#
+            ),
+            shown,
+        )
+        .await;
     server.stop().await;
 }
 
