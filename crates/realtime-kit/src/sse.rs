@@ -203,8 +203,12 @@ pub fn last_event_id<B>(request: &Request<B>) -> Result<Option<u64>, InvalidLast
     if text.is_empty() {
         return Ok(None);
     }
+    // Written as this server writes ids: digits only, no sign, no leading zero. `u64::from_str`
+    // alone also takes `+5` and `007`, ids no server here sent.
+    let canonical =
+        text.bytes().all(|byte| byte.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
     match text.parse::<u64>() {
-        Ok(id) if id <= MAX_EVENT_ID => Ok(Some(id)),
+        Ok(id) if canonical && id <= MAX_EVENT_ID => Ok(Some(id)),
         _ => Err(InvalidLastEventId(text.to_owned())),
     }
 }
