@@ -636,8 +636,7 @@ async fn converse(
                     tracing::info!(client, "closing a client that fell behind");
                     return (Left::TooSlow, Ending::TooSlow);
                 }
-                let writing = tokio::time::timeout(config.send_timeout, socket.flush());
-                if let Some(reason) = Delivery::of(writing.await, config).ends_session() {
+                if let Some(reason) = flush(socket, config).await.ends_session() {
                     return (reason, ending_for(reason));
                 }
             }
@@ -710,6 +709,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let written = tokio::time::timeout(config.send_timeout, socket.send(message)).await;
+    Delivery::of(written, config)
+}
+
+/// Writes out what waits for a room socket (room messages its full socket did not take), within
+/// the same [`Config::send_timeout`] as [`send`].
+async fn flush(socket: &mut SharedWebSocket, config: &Config) -> Delivery {
+    let written = tokio::time::timeout(config.send_timeout, socket.flush()).await;
     Delivery::of(written, config)
 }
 

@@ -162,8 +162,9 @@ async fn relay_once(
                 local.deliver(json.into());
                 // The subscription is one producer for the whole room: it waits, like a local
                 // sender, while a writer has more than half a backlog to start on, so it does not
-                // pile messages up faster than they go out. Redis buffers for it meanwhile, up to its `client-output-buffer-limit
-                // pubsub`, and then cuts it off: at most once, again.
+                // pile messages up faster than they go out. Redis buffers for it meanwhile, up to
+                // its `client-output-buffer-limit pubsub`, and then cuts it off: at most once,
+                // again.
                 local.pace(config).await;
             }
             Ok(_) => tracing::warn!("skipping a published room message over the size limit"),

@@ -109,10 +109,7 @@ impl Outbox {
     }
 
     fn state(&self) -> MutexGuard<'_, OutboxState> {
-        // A panic while holding the lock leaves the state as consistent as between two writes.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.state)
     }
 
     /// Writes `messages` room messages, already framed in `batch`, or queues what the socket
@@ -323,10 +320,17 @@ struct ShardQueue {
 
 impl Shard {
     fn queue(&self) -> MutexGuard<'_, ShardQueue> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.queue)
     }
+}
+
+/// Takes a lock of this module. A panic while one is held leaves its state as consistent as
+/// between two writes (every change under it is a push, a pop or a flag), so a poisoned lock is
+/// used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A client's place in a [`Fanout`]. Dropping it leaves: the client gets no more messages, and
