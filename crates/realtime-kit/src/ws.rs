@@ -34,7 +34,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::fanout::{Outbox, SharedWebSocket};
+use crate::fanout::{Outbox, SharedIo, SharedWebSocket};
 use crate::request::{InvalidOrigin, parse_origins};
 use crate::respond::Rejection;
 use crate::server::{ResponseBody, Shutdown};
@@ -291,7 +291,8 @@ where
             tracing::error!("a shared WebSocket needs a connection served by realtime_kit::serve");
             return;
         };
-        let (outbox, io) = Outbox::new(stream, read_ahead);
+        let outbox = Outbox::new(stream);
+        let io = SharedIo::new(outbox.clone(), read_ahead);
         let config = limits.websocket_config();
         let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         session(socket, outbox).await;
