@@ -16,6 +16,9 @@
 //!   chunked transfer coding, frames that are ready together leave in one write, a write that
 //!   makes no progress for the stall limit ends the connection, and when the stream ends (on
 //!   shutdown) the last chunk is written and the connection closed;
+//! - if that answer was made with [`SseResponse::shared`](crate::sse::SseResponse::shared), the
+//!   socket goes to a [`Fanout`](crate::fanout::Fanout) instead, whose writer per core writes
+//!   the events, and this connection's task only writes out what a full socket left waiting;
 //! - any other answer (a `400` for a malformed `Last-Event-ID`, a `404`) is written whole with
 //!   `Content-Length` and `Connection: close`.
 //!
@@ -39,7 +42,9 @@ use hyper::body::Frame;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::fanout::Outbox;
 use crate::server::{ConnectionLimits, RequestBody, ResponseBody, Shutdown};
+use crate::sse::{Join, JoinFn};
 
 /// The most of a request head the kit looks at. A browser's request for an event stream is well
 /// under 1 KiB; a longer head (large cookies) is left to hyper.
@@ -183,13 +188,94 @@ where
     if !is_stream {
         return write_whole(stream, response, limits).await;
     }
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
     let head = head(parts.status, &parts.headers, "transfer-encoding: chunked");
+    if let Some(shared) = parts.extensions.remove::<Join>()
+        && let Some(join) = shared.take()
+    {
+        // Neither is needed again, and both would otherwise live as long as the stream:
+        // hyper's body (its own timer, its own shutdown wait) and the headers. Measured, an
+        // idle stream held 5.2 KiB with them, 3.5 KiB without.
+        drop((parts, body));
+        let mut opening = head;
+        if let Some(first) = &shared.first {
+            chunk(&mut opening, first);
+        }
+        return write_shared(stream, opening, join, limits, shutdown).await;
+    }
+    drop(parts);
     if write_stream(&stream, head, body, limits, shutdown).await? {
         stream.shutdown().await?;
     }
     Ok(())
 }
+
+/// Why a stream that fell behind is closed, for whoever reads the raw stream.
+const TOO_SLOW: &[u8] =
+    b": closing: this stream fell too far behind; reconnect with Last-Event-ID to catch up\n";
+
+// ANCHOR: write_shared
+/// Writes a stream that a [`Fanout`](crate::fanout::Fanout) writes to: `opening` (the head,
+/// `retry:`) and whatever `join` pushes, then the fan-out's events, until the client goes, falls
+/// too far behind, or the server shuts down. This task writes only what a full socket left
+/// waiting; the fan-out's writer does the rest.
+async fn write_shared(
+    stream: TcpStream,
+    opening: Vec<u8>,
+    join: JoinFn,
+    limits: ConnectionLimits,
+    shutdown: &Shutdown,
+) -> io::Result<()> {
+    let stall = limits.write_stall_timeout;
+    let outbox = Outbox::new(stream);
+    outbox.push(opening.into())?;
+    let membership = join(&outbox);
+    let client_gone = client_gone(outbox.socket());
+    let stopping = shutdown.requested_owned();
+    tokio::pin!(client_gone, stopping);
+    let mut ending = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = outbox.needs_attention() => {
+                // Bytes wait for a socket that was full: write them out as the client reads,
+                // unless it falls a whole backlog behind meanwhile.
+                let fell_behind = tokio::select! {
+                    written = flush(&outbox, stall) => written.map(|()| outbox.too_slow())?,
+                    () = fell_behind(&outbox) => true,
+                };
+                if fell_behind {
+                    tracing::info!("closing a stream that fell behind; it resumes from Last-Event-ID");
+                    chunk(&mut ending, TOO_SLOW);
+                    break;
+                }
+            }
+            () = &mut client_gone => return Ok(()),
+            () = &mut stopping => break,
+        }
+    }
+    // Out of the fan-out first, so nothing follows the last chunk.
+    drop(membership);
+    ending.extend_from_slice(LAST_CHUNK);
+    outbox.push(ending.into())?;
+    flush(&outbox, stall).await
+}
+
+/// Completes when the fan-out has marked the client too slow.
+async fn fell_behind(outbox: &Outbox) {
+    while !outbox.too_slow() {
+        outbox.needs_attention().await;
+    }
+}
+
+/// Writes out what waits in `outbox`, failing with `TimedOut` if the client takes nothing for
+/// `limit`.
+async fn flush(outbox: &Outbox, limit: Duration) -> io::Result<()> {
+    tokio::time::timeout(limit, outbox.flush())
+        .await
+        .unwrap_or_else(|_| Err(stalled(limit)))
+}
+// ANCHOR_END: write_shared
 
 /// Writes `head`, then `body` in chunks as it comes; true if the body ended (the last chunk is
 /// written), false if the client went away first.
@@ -274,7 +360,7 @@ fn append(frame: Option<Result<Frame<Bytes>, Infallible>>, pending: &mut Vec<u8>
 }
 
 /// Appends `data` as one chunk: its length in hex, CRLF, the bytes, CRLF.
-fn chunk(pending: &mut Vec<u8>, data: &Bytes) {
+pub(crate) fn chunk(pending: &mut Vec<u8>, data: &[u8]) {
     if data.is_empty() {
         // An empty chunk would be the last one.
         return;
@@ -390,16 +476,20 @@ async fn write(stream: &TcpStream, bytes: &[u8], limit: Duration) -> io::Result<
                     .await
                     .is_err()
                 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("the client accepted no data for {limit:?}"),
-                    ));
+                    return Err(stalled(limit));
                 }
             }
             Err(error) => return Err(error),
         }
     }
     Ok(())
+}
+
+fn stalled(limit: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("the client accepted no data for {limit:?}"),
+    )
 }
 
 /// Completes when the client has closed the connection (or it failed). A stream's client has

@@ -109,7 +109,9 @@ pub struct ServerOptions {
     /// default: hyper then serves every request, which is the path to read, copy and debug
     /// with curl. On, an idle stream costs about a third of the memory (the book's chapter
     /// "How many clients can one server hold?" has the figures): worth it for tens of
-    /// thousands of open streams, not for a few hundred. The answers are the same.
+    /// thousands of open streams, not for a few hundred. The answers are the same. A stream made
+    /// with [`SseResponse::shared`](crate::sse::SseResponse::shared) is then written by a
+    /// [`Fanout`](crate::fanout::Fanout)'s writer per core.
     pub direct_streams: bool,
 }
 

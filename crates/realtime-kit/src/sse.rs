@@ -15,17 +15,19 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use http::{Request, Response, header};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use crate::fanout::{Fanout, Outbox};
 use crate::server::{ResponseBody, Shutdown};
 
 /// How often an idle stream sends a comment when no default is chosen. A write is the only way
@@ -243,6 +245,8 @@ pub struct SseResponse {
     retry: Option<Duration>,
     keep_alive: Duration,
     shutdown: Shutdown,
+    /// How the direct path joins the stream to a [`Fanout`] instead: see [`SseResponse::shared`].
+    join: Option<JoinFn>,
 }
 
 impl SseResponse {
@@ -254,8 +258,37 @@ impl SseResponse {
             retry: None,
             keep_alive: DEFAULT_KEEP_ALIVE,
             shutdown: shutdown.clone(),
+            join: None,
         }
     }
+
+    // ANCHOR: shared
+    /// A stream written by a [`Fanout`]'s writers on the kit's direct path
+    /// ([`ServerOptions::direct_streams`](crate::ServerOptions)), and by hyper from a stream of
+    /// its own on hyper's path. The path the request took calls one of the two, once:
+    /// - `events` makes the client's stream, as for [`SseResponse::new`];
+    /// - `join` gets the client's [`Outbox`], with the head and `retry:` already in it. It
+    ///   pushes the client's catch-up (each event [`chunked`]) and joins the fan-out, under the
+    ///   lock the sends take, so that each event is in the catch-up or in the fan-out, never
+    ///   both, never neither. It returns what keeps the client in: its [`Member`](crate::fanout::Member)
+    ///   and whatever else the stream holds. On this path the fan-out writes the keep-alives.
+    pub fn shared<S>(
+        events: impl FnOnce() -> S + Send + 'static,
+        join: impl FnOnce(&Arc<Outbox>) -> Membership + Send + 'static,
+        shutdown: &Shutdown,
+    ) -> Self
+    where
+        S: Stream<Item = Bytes> + Send + 'static,
+    {
+        // Made when hyper first asks for an event, so the path that does not take it never
+        // makes it (a stream may count itself as open, or copy a catch-up).
+        let events = futures_util::stream::once(async move { events() }).flatten();
+        Self {
+            join: Some(Box::new(join)),
+            ..Self::new(events, shutdown)
+        }
+    }
+    // ANCHOR_END: shared
 
     /// Sends `retry:` first, so the browser waits this long before each reconnection.
     pub fn retry(mut self, delay: Duration) -> Self {
@@ -271,8 +304,13 @@ impl SseResponse {
 
     /// The `200 OK` response with the event-stream headers.
     pub fn into_response(self) -> Response<ResponseBody> {
+        let first = self.retry.map(|delay| Event::new().retry(delay).encode());
+        let join = self.join.map(|join| Join {
+            join: Arc::new(Mutex::new(Some(join))),
+            first: first.clone(),
+        });
         let body = SseBody {
-            first: self.retry.map(|delay| Event::new().retry(delay).encode()),
+            first,
             events: self.events,
             keep_alive: self.keep_alive,
             idle: Box::pin(tokio::time::sleep(self.keep_alive)),
@@ -280,17 +318,62 @@ impl SseResponse {
             stopping: Box::pin(self.shutdown.requested_owned()),
             done: false,
         };
-        Response::builder()
+        let mut response = Response::builder()
             .header(header::CONTENT_TYPE, "text/event-stream")
             // Each reader must get its own live stream, never a cached copy.
             .header(header::CACHE_CONTROL, "no-cache")
             // nginx buffers responses by default, which would hold events back; this asks it not to.
             .header("x-accel-buffering", "no")
             .body(body.boxed_unsync())
-            .expect("static headers are valid")
+            .expect("static headers are valid");
+        if let Some(join) = join {
+            response.extensions_mut().insert(join);
+        }
+        response
     }
 }
 // ANCHOR_END: sse_response
+
+// ANCHOR: stream_fanout
+/// What keeps a client in a fan-out; dropping it leaves.
+pub type Membership = Box<dyn Send>;
+
+pub(crate) type JoinFn = Box<dyn FnOnce(&Arc<Outbox>) -> Membership + Send>;
+
+/// How the direct path joins a stream to its fan-out, carried in the response's extensions
+/// (which must be `Clone`, hence the shared slot: the one `join` is taken once).
+#[derive(Clone)]
+pub(crate) struct Join {
+    join: Arc<Mutex<Option<JoinFn>>>,
+    /// The `retry:` line, written before the catch-up.
+    pub(crate) first: Option<Bytes>,
+}
+
+impl Join {
+    pub(crate) fn take(&self) -> Option<JoinFn> {
+        self.join
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// A [`Fanout`] for event streams on the direct path: a client more than `backlog` events
+/// behind is closed (it reconnects, and resumes with `Last-Event-ID`), and each writer writes
+/// the keep-alive comment after `keep_alive` of silence.
+pub fn fanout(backlog: usize, keep_alive: Duration, shutdown: &Shutdown) -> Fanout {
+    let comment = chunked(KEEP_ALIVE_COMMENT);
+    Fanout::with_keep_alive(backlog, keep_alive, comment, shutdown)
+}
+
+/// An encoded event as the direct path writes it, a chunk of the chunked transfer coding: framed
+/// once, for [`Fanout::send`] and for catch-ups pushed to an [`Outbox`].
+pub fn chunked(event: &[u8]) -> Bytes {
+    let mut framed = Vec::with_capacity(event.len() + 8);
+    crate::direct::chunk(&mut framed, event);
+    framed.into()
+}
+// ANCHOR_END: stream_fanout
 
 // ANCHOR: sse_body
 /// The response body: hyper polls it for the next chunk to write.

@@ -5,14 +5,17 @@
 //! Run with `cargo test -p realtime-kit --test direct_stream`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{Request, StatusCode};
-use realtime_kit::sse::{Event, SseResponse};
+use realtime_kit::fanout::Fanout;
+use realtime_kit::sse::{self, Event, SseResponse};
 use realtime_kit::{Gauge, RequestBody, ServerOptions, Shutdown, respond, serve_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -23,26 +26,74 @@ const WAIT: Duration = Duration::from_secs(5);
 const BROWSER_REQUEST: &[u8] =
     b"GET /events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n";
 
-/// A server whose `/events` streams what the test publishes, counting open streams.
+/// A server whose `/events` streams what the test publishes, counting open streams, and whose
+/// `/shared` is written by a fan-out on the direct path: a catch-up event, then what the test
+/// sends to the fan-out.
 struct Server {
     addr: SocketAddr,
     shutdown: Shutdown,
     streams: Gauge,
     publish: broadcast::Sender<Bytes>,
+    fanout: Arc<Fanout>,
     task: JoinHandle<()>,
 }
 
+/// The first event of every `/shared` stream.
+const CAUGHT_UP: &[u8] = b"data: caught up\n\n";
+
 impl Server {
     async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_with(64, sse::DEFAULT_KEEP_ALIVE).await
+    }
+
+    /// `/shared` closes a client `backlog` events behind, and its writers write a keep-alive
+    /// after `keep_alive` of silence.
+    async fn start_with(backlog: usize, keep_alive: Duration) -> Self {
+        // Accepted sockets get a send buffer of 64 KiB (the listener's), so that a client that
+        // reads nothing fills it after kilobytes, not megabytes.
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_send_buffer_size(64 * 1024).expect("SO_SNDBUF");
+        socket
+            .bind("127.0.0.1:0".parse().expect("address"))
+            .expect("bind");
+        let listener: TcpListener = socket.listen(1024).expect("listen");
         let addr = listener.local_addr().expect("address");
         let shutdown = Shutdown::new();
         let streams = Gauge::new();
         let (publish, _) = broadcast::channel::<Bytes>(64);
+        let fanout = Arc::new(sse::fanout(backlog, keep_alive, &shutdown));
         let handler = {
             let (shutdown, streams, publish) = (shutdown.clone(), streams.clone(), publish.clone());
+            let fanout = fanout.clone();
             move |request: Request<RequestBody>| {
                 let response = match request.uri().path() {
+                    "/shared" => {
+                        let (streams, fanout) = (streams.clone(), fanout.clone());
+                        let publish = publish.clone();
+                        SseResponse::shared(
+                            move || {
+                                let live = futures_util::stream::unfold(
+                                    publish.subscribe(),
+                                    |mut events| async move {
+                                        let event = events.recv().await.ok()?;
+                                        Some((event, events))
+                                    },
+                                );
+                                futures_util::stream::iter([Bytes::from_static(CAUGHT_UP)])
+                                    .chain(live)
+                            },
+                            move |outbox| {
+                                let counted = streams.enter();
+                                outbox
+                                    .push(sse::chunked(CAUGHT_UP))
+                                    .expect("an open socket");
+                                Box::new((fanout.join(outbox.clone()), counted))
+                            },
+                            &shutdown,
+                        )
+                        .retry(Duration::from_millis(1500))
+                        .into_response()
+                    }
                     "/events" => {
                         let counted = streams.enter();
                         let events = futures_util::stream::unfold(
@@ -78,8 +129,14 @@ impl Server {
             shutdown,
             streams,
             publish,
+            fanout,
             task,
         }
+    }
+
+    /// Sends `event` to every `/shared` stream on the direct path.
+    fn share(&self, event: &[u8]) {
+        self.fanout.send(sse::chunked(event));
     }
 
     async fn send(&self, request: &[u8]) -> TcpStream {
@@ -122,15 +179,18 @@ impl Reader {
 
     /// Reads until `marker` is buffered; returns the index just past it.
     async fn until(&mut self, marker: &[u8]) -> usize {
+        // Only the bytes that could end a new match are searched again: a stream of megabytes
+        // is then read in linear time.
+        let mut searched = 0;
         timeout(WAIT, async {
             loop {
-                if let Some(at) = self
-                    .buffered
+                if let Some(at) = self.buffered[searched..]
                     .windows(marker.len())
                     .position(|window| window == marker)
                 {
-                    return at + marker.len();
+                    return searched + at + marker.len();
                 }
+                searched = self.buffered.len().saturating_sub(marker.len() - 1);
                 let mut chunk = [0; 4096];
                 let read = self.client.read(&mut chunk).await.expect("read");
                 assert!(
@@ -321,4 +381,131 @@ async fn bytes_after_the_request_do_not_disturb_the_stream() {
         .expect("a subscriber");
     reader.until(b"data: still here\n\n").await;
     assert_eq!(server.streams.get(), 1);
+}
+
+// --- streams a fan-out writes ----------------------------------------------------------------
+
+const SHARED_REQUEST: &[u8] =
+    b"GET /shared HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n";
+
+/// A stream joined to a fan-out gets the head, `retry:`, its catch-up, then every event sent
+/// after it joined, each in its own chunk; on shutdown it ends with the last chunk. A request
+/// that hyper answers (no `Accept: text/event-stream`) gets the same events from its own stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_stream_gets_its_catch_up_then_what_is_sent_on_either_path() {
+    let server = Server::start().await;
+    let (head, mut direct) = Reader::head(server.send(SHARED_REQUEST).await).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(header(&head, "transfer-encoding"), Some("chunked"));
+    assert_eq!(header(&head, "content-type"), Some("text/event-stream"));
+    let by_hyper = b"GET /shared HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let (hyper_head, mut hyper) = Reader::head(server.send(by_hyper).await).await;
+    assert!(
+        hyper_head.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{hyper_head}"
+    );
+    direct.until(CAUGHT_UP).await;
+    hyper.until(CAUGHT_UP).await;
+    server.wait_for_streams(1).await;
+
+    let events: Vec<Bytes> = (0..50)
+        .map(|n| {
+            Event::new()
+                .id(n.to_string())
+                .unwrap()
+                .data(format!("event {n}"))
+                .encode()
+        })
+        .collect();
+    for event in &events {
+        server.share(event);
+        server.publish.send(event.clone()).expect("hyper's stream");
+    }
+    direct.until(b"data: event 49\n\n\r\n").await;
+    hyper.until(b"data: event 49\n\n").await;
+    server.shutdown.trigger();
+    let expected = [b"retry: 1500\n\n".as_slice(), CAUGHT_UP, &events.concat()].concat();
+    assert_eq!(dechunk(&direct.read_to_close().await), expected);
+    assert_eq!(dechunk(&hyper.read_to_close().await), expected);
+}
+
+/// A client that reads nothing is closed once it is a backlog behind, with a comment saying why
+/// after a gap-free prefix; a client reading beside it gets every event, and the fan-out lets go
+/// of the slow one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_stream_that_reads_nothing_is_closed_and_the_others_are_not() {
+    let server = Server::start_with(8, sse::DEFAULT_KEEP_ALIVE).await;
+    // A small receive buffer, so the kernel stops taking the stream's bytes early.
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut stalled = socket.connect(server.addr).await.expect("connect");
+    stalled.write_all(SHARED_REQUEST).await.expect("request");
+    let (_, mut healthy) = Reader::head(server.send(SHARED_REQUEST).await).await;
+    healthy.until(CAUGHT_UP).await;
+    server.wait_for_streams(2).await;
+
+    let event = |n: usize| {
+        Event::new()
+            .id(n.to_string())
+            .unwrap()
+            .data("x".repeat(20_000))
+            .encode()
+    };
+    let reading = tokio::spawn(async move {
+        healthy.until(b"id: 299\n").await;
+        healthy
+    });
+    for n in 0..300 {
+        server.share(&event(n));
+        // A pace the healthy reader keeps up with; the stalled one reads nothing at all.
+        if n % 4 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let healthy = timeout(WAIT, reading)
+        .await
+        .expect("in time")
+        .expect("reader");
+    server.wait_for_streams(1).await;
+
+    let stalled = Reader {
+        client: stalled,
+        buffered: Vec::new(),
+    };
+    let raw = stalled.read_to_close().await;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let body = String::from_utf8(dechunk(&raw[end..])).expect("UTF-8");
+    assert!(
+        body.ends_with(
+            ": closing: this stream fell too far behind; reconnect with Last-Event-ID to catch up\n"
+        ),
+        "the server says why"
+    );
+    let ids: Vec<usize> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("id: "))
+        .map(|id| id.parse().expect("a number"))
+        .collect();
+    assert!(ids.len() < 300, "closed early");
+    assert_eq!(ids, (0..ids.len()).collect::<Vec<_>>(), "a gap-free prefix");
+    drop(healthy);
+    server.wait_for_streams(0).await;
+}
+
+/// A quiet fan-out writes the keep-alive comment to its streams, once per interval, from its
+/// writer: no stream has a timer of its own.
+#[tokio::test]
+async fn a_quiet_shared_stream_gets_the_writers_keep_alive() {
+    let server = Server::start_with(8, Duration::from_millis(100)).await;
+    let (_, mut reader) = Reader::head(server.send(SHARED_REQUEST).await).await;
+    reader.until(CAUGHT_UP).await;
+    let started = tokio::time::Instant::now();
+    reader.until(b"\r\n: keep-alive\n\r\n").await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    server.share(b"data: after\n\n");
+    reader.until(b"data: after\n\n").await;
 }
