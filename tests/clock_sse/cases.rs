@@ -1,8 +1,9 @@
 //! clock-sse end to end: the real server on `127.0.0.1:0`, read by the kit's HTTP client and
 //! SSE parser (or by a raw TCP socket where the exact bytes matter).
 //!
-//! Run with `cargo test --test clock_sse`. Ticks come every 100 ms here instead of every second;
-//! every wait is bounded by a timeout, none is a bare sleep.
+//! Run with `cargo test --test clock_sse` (hyper's path) and `cargo test --test clock_sse_direct`
+//! (the kit's direct path for event streams): both run every case here. Ticks come every 100 ms
+//! here instead of every second; every wait is bounded by a timeout, none is a bare sleep.
 
 use std::time::Duration;
 
@@ -14,8 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-mod common;
-use common::{TestServer, within};
+use crate::common::{TestServer, within};
 
 /// A clock server running in the test's runtime, with the clock's own requests.
 struct TestClock(TestServer);
@@ -28,7 +28,8 @@ impl std::ops::Deref for TestClock {
 }
 
 impl TestClock {
-    async fn start(config: Config) -> Self {
+    async fn start(mut config: Config) -> Self {
+        config.server.direct_streams = crate::DIRECT_STREAMS;
         Self(TestServer::start(|listener, signal| clock_sse::run(listener, config, signal)).await)
     }
 
@@ -283,7 +284,7 @@ async fn keep_alive_comment_appears_when_idle() {
         .await
         .expect("send request");
     let mut received = Vec::new();
-    let found = timeout(common::WAIT, async {
+    let found = timeout(crate::common::WAIT, async {
         let mut buffer = [0u8; 1024];
         loop {
             let read = socket.read(&mut buffer).await.expect("read");

@@ -18,7 +18,8 @@
 //! log, encoded once as an SSE event, and broadcast; every open stream writes the same bytes.
 //! A browser that reconnects sends `Last-Event-ID` and gets exactly the messages it missed from
 //! the log, then the live ones. A stream that falls too far behind is closed, and catches up
-//! the same way when the browser reconnects.
+//! the same way when the browser reconnects. With `--direct-streams`, browsers' streams are
+//! written by one task per core (`realtime_kit::fanout`) instead of a task each.
 //!
 //! | route | what it serves |
 //! | --- | --- |
@@ -43,8 +44,9 @@ use futures_util::Stream;
 use http::{Method, Request, Response, StatusCode, header};
 use realtime_kit::backplane::redis::RedisError;
 use realtime_kit::backplane::{self, Backplane};
+use realtime_kit::fanout::{Fanout, Outbox};
 use realtime_kit::request::{self, Cors};
-use realtime_kit::sse::{self, Event, MAX_EVENT_ID, SseResponse};
+use realtime_kit::sse::{self, Event, MAX_EVENT_ID, Membership, SseResponse};
 use realtime_kit::{
     Gauge, GaugeGuard, RequestBody, ResponseBody, ServerOptions, Shutdown, respond,
 };
@@ -117,7 +119,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown_signal: impl Fu
     let shutdown = Shutdown::new();
     let options = config.server.clone();
     let app = Arc::new(App {
-        room: ChatRoom::new(&config),
+        room: Arc::new(ChatRoom::new(&config, &shutdown)),
         config,
         shutdown: shutdown.clone(),
     });
@@ -152,7 +154,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown_signal: impl Fu
 
 /// What every request handler shares.
 struct App {
-    room: ChatRoom,
+    room: Arc<ChatRoom>,
     config: Config,
     /// Given to each stream so that it ends when the server shuts down.
     shutdown: Shutdown,
@@ -230,7 +232,21 @@ impl App {
             Ok(last_seen) => last_seen,
             Err(error) => return respond::error(StatusCode::BAD_REQUEST, error),
         };
-        SseResponse::new(self.room.subscribe(last_seen), &self.shutdown)
+        // A client ahead of this instance (with Redis: it comes from an instance whose tail
+        // is further on) must skip what it already has, so it gets a stream of its own. Every
+        // other client is at the newest message once it has its catch-up, so on the kit's
+        // direct path one writer per core writes them all the same bytes.
+        let response = if last_seen.is_some_and(|seen| seen > self.room.newest()) {
+            SseResponse::new(self.room.subscribe(last_seen), &self.shutdown)
+        } else {
+            let (room, joining) = (self.room.clone(), self.room.clone());
+            SseResponse::shared(
+                move || room.subscribe(last_seen),
+                move |outbox| joining.join(last_seen, outbox),
+                &self.shutdown,
+            )
+        };
+        response
             .retry(self.config.retry)
             .keep_alive(self.config.keep_alive)
             .into_response()
@@ -567,6 +583,9 @@ struct ChatRoom {
     /// The fan-out hub: every stream holds a receiver. Bounded to `max_lag` events; a stream
     /// that falls further behind is closed (see [`ChatStream::next_event`]).
     live: broadcast::Sender<Live>,
+    /// The streams of the kit's direct path, written by one task per core; a stream `max_lag`
+    /// events behind is closed there too.
+    fanout: Arc<Fanout>,
     /// Messages a new client receives first.
     backlog: usize,
     /// The number of open streams, pushed as `presence` events.
@@ -588,8 +607,9 @@ struct Live {
 }
 
 impl ChatRoom {
-    fn new(config: &Config) -> Self {
+    fn new(config: &Config, shutdown: &Shutdown) -> Self {
         let history = config.history.max(1);
+        let fanout = Arc::new(sse::fanout(config.max_lag, config.keep_alive, shutdown));
         let (first_id, shared) = match &config.backplane {
             Backplane::InProcess => {
                 let first_id = SystemTime::now()
@@ -605,7 +625,8 @@ impl ChatRoom {
             // `broadcast::channel` panics on 0.
             live: broadcast::channel(config.max_lag.max(1)).0,
             backlog: config.backlog.min(history),
-            online: Arc::new(Online::new(shared.is_some())),
+            online: Arc::new(Online::new(shared.is_some(), fanout.clone())),
+            fanout,
             shared,
         }
     }
@@ -630,6 +651,7 @@ impl ChatRoom {
                 lost_before: Lost::NONE,
                 event: stored.event.clone(),
             });
+            self.fanout.send(sse::chunked(&stored.event));
             return Ok(stored.message.clone());
         };
         // With Redis the message reaches the streams of this instance as of every other one:
@@ -647,6 +669,12 @@ impl ChatRoom {
                 lost_before,
                 event: stored.event.clone(),
             });
+            // The fan-out's streams are all at this instance's newest message.
+            let lost = lost_before.after(stored.message.id, log.newest);
+            if lost != Lost::NONE {
+                self.fanout.send(sse::chunked(&gap_event(lost)));
+            }
+            self.fanout.send(sse::chunked(&stored.event));
             log.append(stored, lost_before);
         }
     }
@@ -658,30 +686,12 @@ impl ChatRoom {
 
     /// A client's stream: a `gap` event if the log no longer reaches back to `last_seen`, the
     /// messages it missed (or the backlog), then live events until it disconnects or lags.
-    fn subscribe(&self, last_seen: Option<u64>) -> impl Stream<Item = Bytes> + Send + 'static {
+    fn subscribe(&self, last_seen: Option<u64>) -> impl Stream<Item = Bytes> + Send + use<> {
         let (pending, live, position) = {
             let log = self.lock_log();
             let live = self.live.subscribe();
-            let CatchUp { start, lost } = log.catch_up(last_seen, self.backlog);
-            let mut pending = VecDeque::with_capacity(log.entries.len() - start + 1);
-            if lost != Lost::NONE {
-                pending.push_back(gap_event(lost));
-            }
-            pending.extend(log.entries.range(start..).map(|e| e.stored.event.clone()));
-            // Every stream starts with a position, even one with no message to send: an `id:`
-            // field alone sets the browser's last event id without dispatching anything. A
-            // client closed before its first message (for lagging, say) then still resumes
-            // from where it started, instead of reconnecting as a new client and getting the
-            // backlog in place of what it missed.
-            let newest = log.newest;
-            let position = match log.entries.back() {
-                Some(last) if start < log.entries.len() => Some(last.stored.message.id),
-                _ => last_seen,
-            };
-            if position.is_none_or(|position| position < newest) {
-                pending.push_back(position_event(newest));
-            }
-            (pending, live, position.map_or(newest, |p| p.max(newest)))
+            let (pending, position) = self.catch_up(&log, last_seen);
+            (pending, live, position)
         };
         let (online, presence) = self.online.join();
         let stream = ChatStream {
@@ -697,6 +707,55 @@ impl ChatRoom {
             Some((event, stream))
         })
     }
+
+    /// What a client resuming after `last_seen` (or a new one) is sent before anything live: a
+    /// `gap` event if the log no longer reaches back to it, the messages it missed (or the
+    /// backlog), and its position. With the position: the newest id it has once it has these.
+    fn catch_up(&self, log: &ChatLog, last_seen: Option<u64>) -> (VecDeque<Bytes>, u64) {
+        let CatchUp { start, lost } = log.catch_up(last_seen, self.backlog);
+        let mut pending = VecDeque::with_capacity(log.entries.len() - start + 1);
+        if lost != Lost::NONE {
+            pending.push_back(gap_event(lost));
+        }
+        pending.extend(log.entries.range(start..).map(|e| e.stored.event.clone()));
+        // Every stream starts with a position, even one with no message to send: an `id:`
+        // field alone sets the browser's last event id without dispatching anything. A client
+        // closed before its first message (for lagging, say) then still resumes from where it
+        // started, instead of reconnecting as a new client and getting the backlog in place of
+        // what it missed.
+        let newest = log.newest;
+        let position = match log.entries.back() {
+            Some(last) if start < log.entries.len() => Some(last.stored.message.id),
+            _ => last_seen,
+        };
+        if position.is_none_or(|position| position < newest) {
+            pending.push_back(position_event(newest));
+        }
+        (pending, position.map_or(newest, |p| p.max(newest)))
+    }
+
+    // ANCHOR: join
+    /// A stream of the kit's direct path, which one writer per core writes: its catch-up and
+    /// the current count are pushed to its socket, and it joins the fan-out, all under the
+    /// log's lock (which every send takes) and the count's. So it gets each message once,
+    /// in the catch-up or from the fan-out, and never misses a change of the count.
+    fn join(&self, last_seen: Option<u64>, outbox: &Arc<Outbox>) -> Membership {
+        let online = self.online.enter();
+        let log = self.lock_log();
+        let (pending, _) = self.catch_up(&log, last_seen);
+        let shown = self.online.latest.borrow();
+        let mut first = Vec::new();
+        for event in pending.iter().chain([&shown.event]) {
+            first.extend_from_slice(&sse::chunked(event));
+        }
+        // A socket that failed already is noticed by the stream's task, which then ends.
+        let _ = outbox.push(first.into());
+        let member = self.fanout.join(outbox.clone());
+        drop(shown);
+        drop(log);
+        Box::new((member, online))
+    }
+    // ANCHOR_END: join
 
     /// The messages after `after` (or the backlog), and how many after it were dropped, for
     /// `GET /messages`. Only pointers are copied under the lock; serialising happens after it.
@@ -809,6 +868,8 @@ struct Online {
     /// shape for a number that changes: a busy stream skips straight to the current count
     /// instead of queueing every step (messages, which must all arrive, go through the log).
     latest: watch::Sender<Presence>,
+    /// The direct path's streams get the count through the fan-out, newest only as well.
+    fanout: Arc<Fanout>,
 }
 
 /// A `presence` event and the count it carries.
@@ -840,26 +901,33 @@ struct OnlineGuard {
 }
 
 impl Online {
-    fn new(shared: bool) -> Self {
+    fn new(shared: bool, fanout: Arc<Fanout>) -> Self {
         Self {
             streams: Gauge::new(),
             shared,
             changed: Notify::new(),
             latest: watch::channel(Presence::new(0)).0,
+            fanout,
         }
     }
 
     /// Counts a new stream and returns its guard and its view of the count, which reports the
     /// current count first.
     fn join(self: &Arc<Self>) -> (OnlineGuard, watch::Receiver<Presence>) {
+        let guard = self.enter();
+        let mut presence = self.latest.subscribe();
+        presence.mark_changed();
+        (guard, presence)
+    }
+
+    /// Counts a new stream and announces the count; the guard counts it until it is dropped.
+    fn enter(self: &Arc<Self>) -> OnlineGuard {
         let guard = OnlineGuard {
             counted: Some(self.streams.enter()),
             online: self.clone(),
         };
         self.announce();
-        let mut presence = self.latest.subscribe();
-        presence.mark_changed();
-        (guard, presence)
+        guard
     }
 
     /// Publishes the count if it changed (with Redis: asks for the sum over all instances). The
@@ -882,6 +950,7 @@ impl Online {
                 return false;
             }
             *shown = Presence::new(online);
+            self.fanout.send_latest(sse::chunked(&shown.event));
             true
         });
     }

@@ -15,6 +15,8 @@
 //! The shape to copy: ONE ticker task makes each tick once, encodes it once, and publishes it;
 //! every client's stream only forwards the latest tick. A timer per client (what most tutorials
 //! write) does the same work once per client, and leaks if it is not stopped on disconnect.
+//! With `--direct-streams`, browsers' streams are not even a task each: one task per core
+//! writes the tick to all of them (`realtime_kit::fanout`).
 //!
 //! | route | what it serves |
 //! | --- | --- |
@@ -30,7 +32,8 @@ use askama::Template;
 use bytes::Bytes;
 use futures_util::Stream;
 use http::{Method, Request, Response, StatusCode};
-use realtime_kit::sse::{self, Event, SseResponse};
+use realtime_kit::fanout::{Fanout, Outbox};
+use realtime_kit::sse::{self, Event, Membership, SseResponse};
 use realtime_kit::{Gauge, RequestBody, ResponseBody, ServerOptions, Shutdown, respond};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -69,7 +72,7 @@ impl Default for Config {
 /// returns.
 pub async fn run(listener: TcpListener, config: Config, shutdown_signal: impl Future<Output = ()>) {
     let shutdown = Shutdown::new();
-    let clock = Clock::start(config.tick_interval, &shutdown);
+    let clock = Clock::start(config.tick_interval, config.keep_alive, &shutdown);
     let options = config.server.clone();
     let app = Arc::new(App {
         clock,
@@ -125,10 +128,15 @@ impl App {
             Ok(seen) => seen,
             Err(error) => return respond::error(StatusCode::BAD_REQUEST, error),
         };
-        SseResponse::new(self.clock.subscribe(seen), &self.shutdown)
-            .retry(self.config.retry)
-            .keep_alive(self.config.keep_alive)
-            .into_response()
+        let (clock, joining) = (self.clock.clone(), self.clock.clone());
+        SseResponse::shared(
+            move || clock.subscribe(seen),
+            move |outbox| joining.join(seen, outbox),
+            &self.shutdown,
+        )
+        .retry(self.config.retry)
+        .keep_alive(self.config.keep_alive)
+        .into_response()
     }
     // ANCHOR_END: events
 }
@@ -206,18 +214,26 @@ struct Clock {
     latest: watch::Receiver<Option<Tick>>,
     /// Open streams, for `/stats`: each stream holds one count until it is dropped.
     streams: Gauge,
+    /// The streams of the kit's direct path, written by one task per core.
+    fanout: Arc<Fanout>,
 }
+
+/// How many ticks a stream of the direct path may fall behind before it is closed (the browser
+/// reconnects to the current tick). On hyper's path a slow stream skips to the newest tick.
+const TICKS_BEHIND: usize = 8;
 // ANCHOR_END: clock_state
 
 impl Clock {
     // ANCHOR: start
     /// Starts the ticker task; it stops when the server shuts down.
-    fn start(interval: Duration, shutdown: &Shutdown) -> Self {
+    fn start(interval: Duration, keep_alive: Duration, shutdown: &Shutdown) -> Self {
         let (publish, latest) = watch::channel(None);
-        shutdown.spawn(tick(interval, publish, shutdown.clone()));
+        let fanout = Arc::new(sse::fanout(TICKS_BEHIND, keep_alive, shutdown));
+        shutdown.spawn(tick(interval, publish, fanout.clone(), shutdown.clone()));
         Self {
             latest,
             streams: Gauge::new(),
+            fanout,
         }
     }
     // ANCHOR_END: start
@@ -230,9 +246,8 @@ impl Clock {
     /// the latest tick's was never sent by this server (a clock set back, or made up): it is
     /// ignored, and the client starts at the current tick like a new one, rather than wait
     /// for a time that may be years away.
-    fn subscribe(&self, seen: Option<u64>) -> impl Stream<Item = Bytes> + Send + 'static {
-        let latest_id = self.latest.borrow().as_ref().map_or(0, |tick| tick.id);
-        let seen = seen.filter(|&seen| seen <= latest_id).unwrap_or(0);
+    fn subscribe(&self, seen: Option<u64>) -> impl Stream<Item = Bytes> + Send + use<> {
+        let seen = self.believed(seen);
         let mut ticks = self.latest.clone();
         ticks.mark_changed(); // so the first `changed()` returns the current tick at once
         let counted = self.streams.enter();
@@ -249,6 +264,32 @@ impl Clock {
     }
     // ANCHOR_END: subscribe
 
+    /// The id of a reconnecting client's last tick, if this server could have sent it; 0
+    /// otherwise (see [`Clock::subscribe`]).
+    fn believed(&self, seen: Option<u64>) -> u64 {
+        let latest_id = self.latest.borrow().as_ref().map_or(0, |tick| tick.id);
+        seen.filter(|&seen| seen <= latest_id).unwrap_or(0)
+    }
+
+    // ANCHOR: join
+    /// A stream of the kit's direct path: the current tick (if the client has not seen it) is
+    /// pushed to its socket and it joins the fan-out, while the ticker cannot publish (it
+    /// publishes under the watch channel's lock, which `borrow` holds). So the client gets the
+    /// next tick, never one twice.
+    fn join(&self, seen: Option<u64>, outbox: &Arc<Outbox>) -> Membership {
+        let counted = self.streams.enter();
+        let seen = self.believed(seen);
+        let latest = self.latest.borrow();
+        if let Some(tick) = latest.as_ref().filter(|tick| tick.id > seen) {
+            // A socket that failed already is noticed by the stream's task, which then ends.
+            let _ = outbox.push(sse::chunked(&tick.encoded));
+        }
+        let member = self.fanout.join(outbox.clone());
+        drop(latest);
+        Box::new((member, counted))
+    }
+    // ANCHOR_END: join
+
     fn stats(&self) -> ClockStats {
         ClockStats {
             streams: self.streams.get(),
@@ -259,7 +300,12 @@ impl Clock {
 
 // ANCHOR: ticker
 /// The ticker: makes one tick per interval and publishes it to every subscriber.
-async fn tick(interval: Duration, publish: watch::Sender<Option<Tick>>, shutdown: Shutdown) {
+async fn tick(
+    interval: Duration,
+    publish: watch::Sender<Option<Tick>>,
+    fanout: Arc<Fanout>,
+    shutdown: Shutdown,
+) {
     // Tick on whole seconds of the wall clock, so the page's seconds change when the real
     // ones do. `interval_at` schedules by deadline, so ticks do not drift.
     let period_ms = interval.as_millis().max(1) as u64;
@@ -277,8 +323,14 @@ async fn tick(interval: Duration, publish: watch::Sender<Option<Tick>>, shutdown
             () = shutdown.requested() => return,
         }
         previous = tick_id(SystemTime::now(), previous);
-        // `send_replace` stores the tick even when no client is connected.
-        publish.send_replace(Some(Tick::new(previous)));
+        let tick = Tick::new(previous);
+        // `send_modify` stores the tick even when no client is connected. The direct path's
+        // streams get it from the fan-out, sent under the same lock, so a stream that joins
+        // has it either from the channel or from the fan-out.
+        publish.send_modify(|latest| {
+            fanout.send(sse::chunked(&tick.encoded));
+            *latest = Some(tick);
+        });
     }
 }
 // ANCHOR_END: ticker

@@ -1,0 +1,12 @@
+//! clock-sse end to end on hyper's path (the default): every case in
+//! `clock_sse/cases.rs`. `clock_sse_direct.rs` runs the same cases on the kit's direct path.
+//!
+//! Run with `cargo test --test clock_sse`.
+
+mod common;
+
+/// Whether the server answers `EventSource` requests on the kit's direct path.
+const DIRECT_STREAMS: bool = false;
+
+#[path = "clock_sse/cases.rs"]
+mod cases;
