@@ -257,6 +257,11 @@ once "clock-sse: tick spread, 1000 clients" clock-sse clock-spread "$sse/events"
 keep clock/1000 .tick_spread.p99_ms && compare clock/1000 1000
 once "clock-sse: tick spread, $many clients" clock-sse clock-spread "$sse/events" --clients "$many" --ticks 20
 keep "clock/$many" .tick_spread.p99_ms && compare "clock/$many" "$many"
+# On the direct path the streams are written by one task per core (realtime_kit::fanout).
+for n in "${sizes[@]}"; do
+    once "clock-sse --direct-streams: tick spread, $n clients" "clock-sse --direct-streams" clock-spread "$sse/events" --clients "$n" --ticks 20
+    keep "clock-direct/$n" .tick_spread.p99_ms && compare "clock-direct/$n" "$n"
+done
 once "chat-sse: fan-out to 1000 streams" chat-sse chat-fanout "$sse" --clients 1000 --rounds "$rounds"
 keep chat/1000 .to_last_client.p99_ms && compare chat/1000 1000 node-chat/1000
 once "chat-sse: fan-out to $many streams" chat-sse chat-fanout "$sse" --clients "$many" --rounds "$rounds"
@@ -265,8 +270,10 @@ keep "chat/$many" .to_last_client.p99_ms && compare "chat/$many" "$many" "node-c
 # ratio to the floor the reader made, not the server.
 once "chat-sse: fan-out to $many streams, tokio reader" chat-sse chat-fanout "$sse" --clients "$many" --rounds "$rounds" --reader tokio
 keep "chat/$many/tokio" .to_last_client.p99_ms && compare "chat/$many/tokio" "$many" "node-chat/$many"
-once "chat-sse --direct-streams: fan-out to $many streams" "chat-sse --direct-streams" chat-fanout "$sse" --clients "$many" --rounds "$rounds"
-keep "chat-direct/$many" .to_last_client.p99_ms && compare "chat-direct/$many" "$many" "node-chat/$many"
+for n in "${sizes[@]}"; do
+    once "chat-sse --direct-streams: fan-out to $n streams" "chat-sse --direct-streams" chat-fanout "$sse" --clients "$n" --rounds "$rounds"
+    keep "chat-direct/$n" .to_last_client.p99_ms && compare "chat-direct/$n" "$n" "node-chat/$n"
+done
 once "echo-ws: $many idle room sockets" "echo-ws --max-clients 20000" ws-idle "$ws/ws" --clients "$many"
 keep demo-idle-ws .server_rss_kib.per_connection
 once "echo-ws: broadcast to 1000 sockets" echo-ws ws-fanout "$ws/ws" --clients 1000 --rounds "$rounds"
@@ -292,7 +299,9 @@ printf '%-50s %-10s %-10s %-10s %-11s %-10s\n' figure floor Node demo demo/floor
 for n in "${sizes[@]}"; do
     row "chat-sse: POST to the last of $n streams" "floor/$n" "node-chat/$n" "chat/$n"
 done
-row "chat-sse --direct-streams: to the last of $many" "floor/$many" "node-chat/$many" "chat-direct/$many"
+for n in "${sizes[@]}"; do
+    row "chat-sse --direct-streams: to the last of $n" "floor/$n" "node-chat/$n" "chat-direct/$n"
+done
 row "chat-sse: to the last of $many (tokio reader)" "floor/$many" "node-chat/$many" "chat/$many/tokio"
 for n in "${sizes[@]}"; do
     row "echo-ws: broadcast to the last of $n sockets" "floor/$n" "node-ws/$n" "ws/$n"
@@ -300,6 +309,7 @@ done
 row "echo-ws: to the last of $many sockets (tokio reader)" "floor/$many" "node-ws/$many" "ws/$many/tokio"
 for n in "${sizes[@]}"; do
     row "clock-sse: tick spread over $n clients" "floor/$n" none "clock/$n"
+    row "clock-sse --direct-streams: spread over $n" "floor/$n" none "clock-direct/$n"
 done
 row "idle SSE stream, server KiB each ($many)" none node-idle-sse demo-idle-sse
 row "idle SSE stream, KiB each, --direct-streams ($most)" none node-idle-sse demo-idle-sse-direct
