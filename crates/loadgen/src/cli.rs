@@ -143,6 +143,7 @@ enum Scenario {
     },
     /// The machine's floor for fan-out: raw loopback TCP writes to N sockets from W threads,
     /// read by a second process (a port of the C baseline, fanout_floor.c). Needs no server.
+    /// With `--frame sse`, the same writes carry chat-sse's events, read as chat-fanout reads.
     Floor {
         /// How many messages to write to every socket, 200 ms apart.
         #[arg(long, default_value_t = 20)]
@@ -156,6 +157,10 @@ enum Scenario {
         /// Who writes: OS threads (the floor), or tokio tasks, to measure what a runtime adds.
         #[arg(long, value_enum, default_value = "threads")]
         writer: crate::floor::Writer,
+        /// What is written: raw bytes counted by size (the C code's floor), or a chat message
+        /// as chat-sse writes it, read by chat-fanout's own reader (`--size` is then unused).
+        #[arg(long, value_enum, default_value = "raw")]
+        frame: crate::floor::Frame,
     },
     /// The reading side of `floor`, which runs it in a process of its own.
     #[command(hide = true)]
@@ -166,6 +171,10 @@ enum Scenario {
         rounds: u32,
         #[arg(long)]
         size: usize,
+        #[arg(long, value_enum)]
+        frame: crate::floor::Frame,
+        #[arg(long)]
+        marker: String,
     },
 }
 
@@ -188,9 +197,16 @@ pub(crate) fn main() -> realtime_kit::Result<()> {
             size,
             writers,
             writer,
-        } => crate::floor::floor(&args.common, rounds, size, writers, writer)?,
-        Scenario::FloorReader { port, rounds, size } => {
-            return crate::floor::floor_reader(&args.common, port, rounds, size);
+            frame,
+        } => crate::floor::floor(&args.common, rounds, size, writers, writer, frame)?,
+        Scenario::FloorReader {
+            port,
+            rounds,
+            size,
+            frame,
+            marker,
+        } => {
+            return crate::floor::floor_reader(&args.common, port, rounds, size, frame, &marker);
         }
         scenario => run_async(&args.common, scenario)?,
     };

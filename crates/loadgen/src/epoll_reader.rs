@@ -38,7 +38,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::measure::Latencies;
 use crate::scenarios::Arrivals;
-use crate::sse_client::{Body, MAX_HEADERS, SseClient, read_head, target_and_authority};
+use crate::sse_client::{Body, Dechunker, MAX_HEADERS, SseClient, read_head, target_and_authority};
 
 /// The one read buffer, as large as the floor reader's: a burst (a chat backlog) takes a read.
 const READ_BUFFER_SIZE: usize = 64 * 1024;
@@ -121,6 +121,20 @@ impl Handover {
             pending,
             protocol: Protocol::Sse {
                 body,
+                scan: SseScan::default(),
+            },
+        })
+    }
+
+    /// A socket that carries an event stream's chunked body from its first byte, with no
+    /// request and no head: the SSE-framed floor's (src/floor.rs), read as a chat stream is.
+    pub(crate) fn chunked_sse(stream: TcpStream) -> io::Result<Self> {
+        stream.set_nonblocking(true)?;
+        Ok(Self {
+            stream,
+            pending: Vec::new(),
+            protocol: Protocol::Sse {
+                body: Body::Chunked(Dechunker::new()),
                 scan: SseScan::default(),
             },
         })

@@ -17,6 +17,20 @@
 //! | `tokio-shards` | W tasks on a tokio runtime of W workers, each writing its slice of the sockets with `try_write` (a wait for writability only if a socket is full): what a room written by one task per core would cost |
 //! | `tokio-tasks` | one task per socket, woken through a `tokio::sync::broadcast` channel, each writing its own socket: how a room of one task per client (echo-ws's, chat-sse's) is woken, without anything else a session does |
 //!
+//! `--frame` chooses what each round carries, with the same writers:
+//!
+//! | `--frame` | what each round writes, and who reads it |
+//! | --- | --- |
+//! | `raw` (the floor) | `--size` bytes, counted by size, as the C code does |
+//! | `sse` | one chat message exactly as chat-sse writes it to a direct stream (an `id:` and a JSON `data:` line, in one HTTP chunk, about 140 bytes), read by `chat-fanout`'s own reader ([`EpollReader`]: de-chunked, scanned for the fields and the round's marker) |
+//!
+//! A chat fan-out divided by the raw floor holds the server's work and the reader's extra
+//! parsing together; divided by the SSE-framed floor, it holds the server's alone.
+//!
+//! ```text
+//! target/release/loadgen floor --clients 10000 --rounds 50 --writers 2 --frame sse
+//! ```
+//!
 //! The report's `to_last_client` is each round's time from the send to the last of the N
 //! arrivals, under the same key as the other fan-out scenarios, so a script can divide one by
 //! the other; `writer_us_per_delivery` is the writer's CPU time (all its threads) per message
@@ -35,6 +49,7 @@ use serde_json::{Value, json};
 use socket2::{Domain, Socket, Type};
 
 use crate::cli::Common;
+use crate::epoll_reader::{EpollReader, Handover, RoundBoard, Watch};
 use crate::measure::{Latencies, Report, Usage, micros_per};
 
 /// The C code's pause after the reader has connected everything, so that the first round does
@@ -77,9 +92,11 @@ pub(crate) fn floor(
     size: usize,
     writers: usize,
     writer: Writer,
+    frame: Frame,
 ) -> realtime_kit::Result<Report> {
     let clients = common.clients;
     let size = size.max(HEADER);
+    let marker = format!("{}-", crate::scenarios::run_marker());
     let writers = writers.clamp(1, clients.max(1));
     crate::clients::raise_open_files_limit(clients)?;
     let listener = Socket::new(Domain::IPV4, Type::STREAM, None)?;
@@ -101,6 +118,7 @@ pub(crate) fn floor(
         .args(["floor-reader", "--port", &port.to_string()])
         .args(["--clients", &clients.to_string()])
         .args(["--rounds", &rounds.to_string(), "--size", &size.to_string()])
+        .args(["--frame", frame.name(), "--marker", &marker])
         .stdout(Stdio::piped());
     if let Some(sources) = common.sources {
         command.args(["--sources", &sources.to_string()]);
@@ -133,20 +151,28 @@ pub(crate) fn floor(
 
     let deadline = Instant::now() + common.deadline;
     let mut message = vec![b'x'; size];
+    let mut wire_size = 0;
     let mut writer_cpu = Duration::ZERO;
-    let mut sent = 0u32;
+    let mut sent_ns = Vec::new();
     let connected = sockets.len();
     let mut round_writer = RoundWriter::new(writer, sockets, writers)?;
     for round in (0..rounds).take_while(|_| Instant::now() < deadline) {
         let before = Usage::of(None)?;
-        message[..4].copy_from_slice(&round.to_le_bytes());
-        message[4..HEADER].copy_from_slice(&monotonic_ns().to_le_bytes());
+        let now = monotonic_ns();
+        if frame == Frame::Sse {
+            message = sse_event(&marker, round);
+        } else {
+            message[..4].copy_from_slice(&round.to_le_bytes());
+            message[4..HEADER].copy_from_slice(&now.to_le_bytes());
+        }
+        wire_size = wire_size.max(message.len());
         round_writer.write(&message)?;
         writer_cpu += Usage::of(None)?.cpu.saturating_sub(before.cpu);
-        sent += 1;
+        sent_ns.push(now);
         std::thread::sleep(PAUSE);
     }
     drop(round_writer);
+    let sent = u32::try_from(sent_ns.len()).unwrap_or(u32::MAX);
 
     line.clear();
     from_reader.read_line(&mut line)?;
@@ -154,10 +180,13 @@ pub(crate) fn floor(
         .map_err(|error| format!("the reader's report {line:?}: {error}"))?;
     let _ = reader.0.wait();
 
+    // The reader reports when each round reached its last client, on the same clock as
+    // `sent_ns`; a round some client never had is null.
     let mut last = Latencies::new();
-    for nanos in measured["last_ns"].as_array().into_iter().flatten() {
-        if let Some(nanos) = nanos.as_u64() {
-            last.record(Duration::from_nanos(nanos));
+    let arrived = measured["last_at_ns"].as_array().into_iter().flatten();
+    for (sent_at, last_at) in sent_ns.iter().zip(arrived) {
+        if let Some(last_at) = last_at.as_u64() {
+            last.record(Duration::from_nanos(last_at.saturating_sub(*sent_at)));
         }
     }
     let complete = last.len();
@@ -173,7 +202,18 @@ pub(crate) fn floor(
         format!("{connected} of {clients} connected in {connect_s:.2} s"),
     );
     report.add("n", "n", json!(clients), clients.to_string());
-    report.add("size", "size", json!(size), format!("{size} B"));
+    report.add(
+        "size",
+        "size",
+        json!(wire_size),
+        format!("{wire_size} B on the wire"),
+    );
+    report.add(
+        "frame",
+        "frame",
+        json!(frame.name()),
+        frame.name().to_owned(),
+    );
     report.add(
         "writers",
         "writer threads",
@@ -236,6 +276,40 @@ impl Writer {
             Writer::TokioTasks => "tokio-tasks",
         }
     }
+}
+
+/// What each round writes (`--frame`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Frame {
+    /// `--size` bytes, the round and the send time first: the C code's message, counted by
+    /// bytes.
+    Raw,
+    /// One chat message as chat-sse writes it on the wire (an SSE event in one HTTP chunk),
+    /// read by the chat's own reader (src/epoll_reader.rs): the floor of `chat-fanout`.
+    Sse,
+}
+
+impl Frame {
+    fn name(self) -> &'static str {
+        match self {
+            Frame::Raw => "raw",
+            Frame::Sse => "sse",
+        }
+    }
+}
+
+/// The first event id of an SSE-framed run: chat-sse's ids have 16 digits (see its `Log`).
+const FIRST_SSE_ID: u64 = 1_764_723_921_637_000;
+
+/// Round `round` as chat-sse sends a chat message to its direct streams: the event with its
+/// id and JSON data, carrying the run's marker where `chat-fanout` has it, in one HTTP chunk.
+fn sse_event(marker: &str, round: u32) -> Vec<u8> {
+    let id = FIRST_SSE_ID + u64::from(round);
+    let event = format!(
+        "id: {id}\ndata: {{\"id\":{id},\"user\":\"loadgen\",\"text\":\"{marker}{round}-end\",\
+         \"time\":\"2026-12-03T01:05:21.637Z\"}}\n\n"
+    );
+    format!("{:x}\r\n{event}\r\n", event.len()).into_bytes()
 }
 
 /// The writing side, set up once before the rounds so that a round measures only its writes.
@@ -414,25 +488,18 @@ fn write_round(sockets: &[TcpStream], message: &[u8], writers: usize) -> std::io
     })
 }
 
-/// One reader connection: its socket and how far it is into the message being received, so
-/// that a message split over two reads is still counted once, whole.
-struct Incoming {
-    stream: TcpStream,
-    /// The first bytes of the message being received: its round and send time.
-    header: [u8; HEADER],
-    /// Bytes of that message received so far.
-    filled: usize,
-}
-
 /// `floor-reader`: the reader's side, run by `floor` in a process of its own. Connects N clients
 /// to `port`, says `ready` on standard output, reads until every round reached every client (or
-/// nothing arrives for [`IDLE_LIMIT`]), and prints one JSON line: each round's time from the
-/// send to its last arrival (`null` if some client never had it) and the deliveries missed.
+/// nothing arrives for [`IDLE_LIMIT`]), and prints one JSON line: when each round reached its
+/// last client, in [`monotonic_ns`] (`null` if some client never had it), and the deliveries
+/// missed.
 pub(crate) fn floor_reader(
     common: &Common,
     port: u16,
     rounds: u32,
     size: usize,
+    frame: Frame,
+    marker: &str,
 ) -> realtime_kit::Result<()> {
     let clients = common.clients;
     crate::clients::raise_open_files_limit(clients)?;
@@ -440,8 +507,7 @@ pub(crate) fn floor_reader(
         clients.div_ceil(usize::from(sources.max(1))).max(1)
     });
     let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-    let mut incoming = Vec::with_capacity(clients);
+    let mut streams = Vec::with_capacity(clients);
     for index in 0..clients {
         let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
         let last = u8::try_from(1 + index / per_source)
@@ -455,7 +521,64 @@ pub(crate) fn floor_reader(
         socket
             .connect(&target.into())
             .map_err(|error| format!("connect from 127.0.0.{last}: {error}"))?;
-        let stream = TcpStream::from(socket);
+        streams.push(TcpStream::from(socket));
+    }
+    let rounds = rounds as usize;
+    let (last_at, got) = match frame {
+        Frame::Raw => read_raw(streams, rounds, size)?,
+        Frame::Sse => read_sse(streams, rounds, marker)?,
+    };
+    let last_at_ns: Vec<Value> = last_at
+        .iter()
+        .zip(&got)
+        .map(|(at, got)| {
+            if *got == clients {
+                json!(at)
+            } else {
+                Value::Null
+            }
+        })
+        .collect();
+    let missed: usize = got.iter().map(|got| clients.saturating_sub(*got)).sum();
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "{}",
+        json!({ "last_at_ns": last_at_ns, "missed": missed })
+    )?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Tells `floor` that every client is connected: it starts the rounds when it reads this.
+fn say_ready() -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "ready")?;
+    stdout.flush()
+}
+
+/// One reader connection: its socket and how far it is into the message being received, so
+/// that a message split over two reads is still counted once, whole.
+struct Incoming {
+    stream: TcpStream,
+    /// The first bytes of the message being received: its round (and send time, unread here).
+    header: [u8; HEADER],
+    /// Bytes of that message received so far.
+    filled: usize,
+}
+
+/// The raw floor's reader, as the C code's: one epoll loop that counts each socket's bytes
+/// into messages of `size` and reads their round. Returns, per round, its last arrival and how
+/// many clients had it.
+fn read_raw(
+    streams: Vec<TcpStream>,
+    rounds: usize,
+    size: usize,
+) -> realtime_kit::Result<(Vec<u64>, Vec<usize>)> {
+    let clients = streams.len();
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    let mut incoming = Vec::with_capacity(clients);
+    for (index, stream) in streams.into_iter().enumerate() {
         epoll.add(&stream, EpollEvent::new(EpollFlags::EPOLLIN, index as u64))?;
         incoming.push(Incoming {
             stream,
@@ -463,12 +586,8 @@ pub(crate) fn floor_reader(
             filled: 0,
         });
     }
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "ready")?;
-    stdout.flush()?;
+    say_ready()?;
 
-    let rounds = rounds as usize;
-    let mut sent = vec![0u64; rounds];
     let mut last = vec![0u64; rounds];
     let mut got = vec![0usize; rounds];
     let mut done = 0;
@@ -517,11 +636,10 @@ pub(crate) fn floor_reader(
                     break;
                 }
                 connection.filled = 0;
-                let (round, stamp) = connection.header.split_at(4);
-                let round = u32::from_le_bytes(round.try_into().unwrap_or_default()) as usize;
-                let stamp = u64::from_le_bytes(stamp.try_into().unwrap_or_default());
+                let round =
+                    u32::from_le_bytes(connection.header[..4].try_into().unwrap_or_default());
+                let round = round as usize;
                 if round < rounds {
-                    sent[round] = stamp;
                     last[round] = last[round].max(now);
                     got[round] += 1;
                     if got[round] == clients {
@@ -531,21 +649,133 @@ pub(crate) fn floor_reader(
             }
         }
     }
-    let last_ns: Vec<Value> = (0..rounds)
-        .map(|round| {
-            if got[round] == clients {
-                json!(last[round].saturating_sub(sent[round]))
-            } else {
-                Value::Null
+    Ok((last, got))
+}
+
+/// How often the SSE-framed reader's main thread looks at the rounds' counts, as
+/// `chat-fanout` waits for a round.
+const POLL: Duration = Duration::from_millis(2);
+
+/// The SSE-framed floor's reader: the chat's own ([`EpollReader`], as `chat-fanout --reader
+/// epoll` reads chat-sse's streams), so that the chat divided by this floor compares the
+/// servers alone. Returns, per round, its last arrival and how many clients had it.
+fn read_sse(
+    streams: Vec<TcpStream>,
+    rounds: usize,
+    marker: &str,
+) -> realtime_kit::Result<(Vec<u64>, Vec<usize>)> {
+    let clients = streams.len();
+    let board = Arc::new(RoundBoard::new(marker, rounds));
+    // Every round counts from one origin, on the clock `floor` stamps its sends with: the reader
+    // reports absolute arrival times, and the writer subtracts its own send times.
+    let origin_ns = monotonic_ns();
+    let origin = Instant::now();
+    for round in 0..rounds {
+        board.mark_sent(round, origin);
+    }
+    let reader = EpollReader::start(Watch::Rounds(board.clone()))?;
+    for stream in streams {
+        reader.hand_over(Handover::chunked_sse(stream)?)?;
+    }
+    say_ready()?;
+
+    let mut events = 0;
+    let mut quiet_since = Instant::now();
+    loop {
+        std::thread::sleep(POLL);
+        let complete = (0..rounds).all(|round| board.reached(round) >= clients);
+        if complete || reader.ended() >= clients {
+            break;
+        }
+        if reader.events() != events {
+            events = reader.events();
+            quiet_since = Instant::now();
+        } else if quiet_since.elapsed() > IDLE_LIMIT {
+            eprintln!("floor-reader: nothing arrived for {IDLE_LIMIT:?}; stopping");
+            break;
+        }
+    }
+    let measured = reader.finish()?;
+    let since_origin = |at: Instant| {
+        let nanos = u64::try_from(at.saturating_duration_since(origin).as_nanos());
+        origin_ns + nanos.unwrap_or(u64::MAX - origin_ns)
+    };
+    Ok(measured
+        .rounds
+        .iter()
+        .map(|arrivals| arrivals.map_or((0, 0), |a| (since_origin(a.last()), a.count)))
+        .unzip())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::sse_event;
+
+    /// Reads from `stream` into `seen` until it holds `until`, within a second.
+    async fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, until: &[u8]) {
+        let mut buffer = [0u8; 4096];
+        tokio::time::timeout(Duration::from_secs(1), async {
+            while !seen.windows(until.len()).any(|window| window == until) {
+                let read = stream.read(&mut buffer).await.expect("the stream reads");
+                assert!(
+                    read > 0,
+                    "the stream ended: {:?}",
+                    String::from_utf8_lossy(seen)
+                );
+                seen.extend_from_slice(&buffer[..read]);
             }
         })
-        .collect();
-    let missed: usize = got.iter().map(|got| clients.saturating_sub(*got)).sum();
-    writeln!(
-        stdout,
-        "{}",
-        json!({ "last_ns": last_ns, "missed": missed })
-    )?;
-    stdout.flush()?;
-    Ok(())
+        .await
+        .expect("the bytes came in time");
+    }
+
+    /// Every digit as `0`: an event's id and time differ between two runs, its shape not.
+    fn shape(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).replace(|c: char| c.is_ascii_digit(), "0")
+    }
+
+    /// The SSE-framed floor writes what chat-sse writes to a direct stream for the same post,
+    /// byte for byte but for the digits of the id and the time: one chunk, one event, the same
+    /// length. If the chat's event changes, the floor must change with it.
+    #[tokio::test]
+    async fn an_sse_round_is_what_chat_sse_writes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let mut config = chat_sse::Config {
+            backlog: 0,
+            ..chat_sse::Config::default()
+        };
+        config.server.direct_streams = true;
+        tokio::spawn(chat_sse::run(listener, config, std::future::pending()));
+
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .expect("request");
+        let mut opening = Vec::new();
+        read_until(&mut stream, &mut opening, b"{\"online\":1}\n\n\r\n").await;
+
+        let marker = "lg4242x123456789-";
+        let body = format!(r#"{{"user":"loadgen","text":"{marker}7-end"}}"#);
+        let mut post = TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        post.write_all(request.as_bytes()).await.expect("post");
+        let mut answer = Vec::new();
+        post.read_to_end(&mut answer).await.expect("answer");
+        assert!(answer.starts_with(b"HTTP/1.1 201"), "{answer:?}");
+
+        let mut event = Vec::new();
+        read_until(&mut stream, &mut event, b"\n\n\r\n").await;
+        assert_eq!(shape(&event), shape(&sse_event(marker, 7)));
+    }
 }

@@ -32,7 +32,7 @@ type WebSocket = WebSocketStream<StampedStream>;
 const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A marker unique to this run, so messages left from earlier runs (a chat backlog) never count.
-fn run_marker() -> String {
+pub(crate) fn run_marker() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -404,6 +404,11 @@ impl Arrivals {
             Some(arrivals) => arrivals.add(now, kernel),
             None => *slot = Some(Self::new(now, kernel)),
         }
+    }
+
+    /// When the last client had it, as loadgen read it.
+    pub(crate) fn last(&self) -> Instant {
+        self.last
     }
 
     /// From the earliest to the latest kernel stamp.

@@ -270,10 +270,17 @@ async fn ws_fanout_reaches_every_client() {
 
 /// `floor` needs no server: its writer and its reader process see every round reach every one
 /// of 200 sockets, in a sane time, and the writer's CPU per delivery is counted. The same for
-/// each kind of writer: OS threads (the floor), tokio shards and a tokio task per socket.
+/// each kind of writer (OS threads, the floor; tokio shards; a tokio task per socket) and for
+/// each frame: raw bytes, and chat-sse's events read by the chat's own reader.
 #[tokio::test]
 async fn floor_reaches_every_socket_in_every_round() {
-    for writer in ["threads", "tokio-shards", "tokio-tasks"] {
+    let runs = [
+        ("threads", "raw"),
+        ("tokio-shards", "raw"),
+        ("tokio-tasks", "raw"),
+        ("threads", "sse"),
+    ];
+    for (writer, frame) in runs {
         let output = loadgen(&[
             "floor",
             "--clients",
@@ -284,18 +291,24 @@ async fn floor_reaches_every_socket_in_every_round() {
             "2",
             "--writer",
             writer,
+            "--frame",
+            frame,
             "--json",
         ])
         .await;
         let report = json_report(&output);
         assert_eq!(report["scenario"], "floor");
         assert_eq!(report["writer"], writer);
+        assert_eq!(report["frame"], frame);
         assert_eq!(report["n"], 200);
         assert_eq!(report["writers"], 2);
-        assert_eq!(report["size"], 100);
+        let size = report["size"].as_u64().expect("size");
+        // An SSE round is a chat message in one chunk: id, JSON data with the marker, framing.
+        let expected = if frame == "raw" { 100..=100 } else { 120..=160 };
+        assert!(expected.contains(&size), "{frame}: {size} B");
         assert_eq!(report["rounds"], 3);
-        assert_eq!(report["rounds_complete"], 3, "{writer}: {report}");
-        assert_eq!(report["missed"], 0, "{writer}");
+        assert_eq!(report["rounds_complete"], 3, "{writer}, {frame}: {report}");
+        assert_eq!(report["missed"], 0, "{writer}, {frame}");
         let last = &report["to_last_client"];
         assert_eq!(last["samples"], 3, "{writer}");
         let (p50, p99, max) = (
