@@ -8,7 +8,10 @@
 #
 # Every fan-out is read the way the floor is (loadgen's --reader epoll, the default: one epoll
 # thread), so a ratio to the floor compares servers; one run each of chat-sse and echo-ws at
-# $many with --reader tokio shows what the old, heavier reader added.
+# $many with --reader tokio shows what the old, heavier reader added. Every fan-out is paced as
+# the floor is, its rounds 0.2 s apart ($pace below); one run each at $many with the rounds back
+# to back shows what that costs. The chat is also divided by the floor written in chat-sse's
+# own events and read by the chat's reader (`loadgen floor --frame sse`).
 #
 # Absolute times on a shared machine move by 2-3x from day to day, so every fan-out figure is
 # also printed as a ratio to two references measured in the same run (see
@@ -27,6 +30,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 many=10000 most=19000 rounds=50
+# Seconds between fan-out rounds: fanout_floor.c and `loadgen floor` wait 0.2 s after each
+# round. A round that follows the last at once costs more (the sockets' delayed ACKs and the
+# reader's backlog land in it), so a ratio to the floor needs the floor's pace.
+pace=0.2
 if [[ "${1:-}" == "--quick" ]]; then
     many=1000 most=1000 rounds=20
 fi
@@ -122,6 +129,11 @@ keep() { # keep <name> <jq filter>: the figure of the run just made, under that 
     if [[ -n "$value" ]]; then figure[$1]=$value; fi
 }
 
+keep_fanout() { # keep_fanout <name> <jq path of a latency>: its p99 as <name>, its p50 as <name>/p50
+    keep "$1" "$2.p99_ms"
+    keep "$1/p50" "$2.p50_ms"
+}
+
 ratio() { # ratio <numerator name> <denominator name>: "1.42x", or "-" if either is missing
     local top=${figure[$1]:-} bottom=${figure[$2]:-}
     if [[ -z "$top" || -z "$bottom" ]]; then echo "-"; return; fi
@@ -156,6 +168,7 @@ for n in "${sizes[@]}"; do
                 jq -c '. + {scenario: "fanout_floor.c"}')
             echo "$c_line" | tee -a "$results"
             figure[floor-c/$n/$writers]=$(jq -r .last_of_n_ms_p99 <<<"$c_line")
+            figure[floor-c/$n/$writers/p50]=$(jq -r .last_of_n_ms_p50 <<<"$c_line")
             figure[floor-c-cpu/$n/$writers]=$(jq -r '.writer_us_per_delivery * 1000 | round / 1000' <<<"$c_line")
             echo
             sleep 2
@@ -164,12 +177,13 @@ for n in "${sizes[@]}"; do
         "$bin/loadgen" floor --clients "$n" --rounds "$floor_rounds" --size 100 \
             --writers "$writers" --json-file "$results"
         last_run=$(tail -n 1 "$results")
-        keep "floor-rs/$n/$writers" .to_last_client.p99_ms
+        keep_fanout "floor-rs/$n/$writers" .to_last_client
         keep "floor-rs-cpu/$n/$writers" '.writer_us_per_delivery * 1000 | round / 1000'
         echo
         sleep 2
     done
     figure[floor/$n]=${figure[floor-c/$n/2]:-${figure[floor-rs/$n/2]:-}}
+    figure[floor/$n/p50]=${figure[floor-c/$n/2/p50]:-${figure[floor-rs/$n/2/p50]:-}}
 done
 echo "== the floor: C reference against the Rust port (p99 of the time to the last socket)"
 printf '%-8s %-8s %-12s %-12s %-10s %-16s %-16s\n' N writers "C p99 ms" "Rust p99 ms" Rust/C \
@@ -212,6 +226,20 @@ for n in "${sizes[@]}"; do
 done
 echo
 
+# The floor of a chat: the same writes from 2 threads, each round one chat message exactly as
+# chat-sse writes it to a direct stream, read by chat-fanout's own reader (de-chunked, scanned
+# for the event's fields and the round's marker). The chat divided by this one compares the
+# servers alone; divided by the raw floor, it also holds the reader's parsing.
+for n in "${sizes[@]}"; do
+    echo "== floor, SSE-framed (chat-sse's events, the chat's reader): $n sockets, 2 writer threads"
+    "$bin/loadgen" floor --clients "$n" --rounds "$floor_rounds" --writers 2 --frame sse \
+        --json-file "$results"
+    last_run=$(tail -n 1 "$results")
+    keep_fanout "floor-sse/$n" .to_last_client
+    compare "floor-sse/$n" "$n"
+    sleep 2
+done
+
 # The Node replicas, before the demos, so each demo figure can be divided by its replica's.
 # Their clock (one setInterval per client, ids counted per client) has no shared tick to
 # spread, so it is measured idle only. Their chat sends a stream's response head only with its
@@ -231,10 +259,10 @@ fi
 if [[ -n "$have_node" ]]; then
     for n in "${sizes[@]}"; do
         once_node "Node sse-chat.js: fan-out to $n streams" sse-chat.js chat-fanout "$sse" \
-            --clients "$n" --rounds "$rounds" --stream-path /message-stream --post-path /message --prime-streams &&
-            keep "node-chat/$n" .to_last_client.p99_ms
+            --clients "$n" --rounds "$rounds" --pause "$pace" --stream-path /message-stream \
+            --post-path /message --prime-streams && keep_fanout "node-chat/$n" .to_last_client
         once_node "Node ws-broadcast.js: broadcast to $n sockets" ws-broadcast.js ws-fanout "$ws/" \
-            --clients "$n" --rounds "$rounds" && keep "node-ws/$n" .to_last_client.p99_ms
+            --clients "$n" --rounds "$rounds" --pause "$pace" && keep_fanout "node-ws/$n" .to_last_client
     done
     # Its streams' heads come with their first tick, up to a second later: open more at a time
     # than the default 256, or 10,000 take 40 s to open.
@@ -254,58 +282,72 @@ once "clock-sse --direct-streams: $many idle streams through hyper (--plain: no 
 once "clock-sse (the default, hyper): $many idle streams" clock-sse sse-idle "$sse/events" --clients "$many"
 keep demo-idle-sse .server_rss_kib.per_connection
 once "clock-sse: tick spread, 1000 clients" clock-sse clock-spread "$sse/events" --clients 1000 --ticks 20
-keep clock/1000 .tick_spread.p99_ms && compare clock/1000 1000
+keep_fanout clock/1000 .tick_spread && compare clock/1000 1000
 once "clock-sse: tick spread, $many clients" clock-sse clock-spread "$sse/events" --clients "$many" --ticks 20
-keep "clock/$many" .tick_spread.p99_ms && compare "clock/$many" "$many"
+keep_fanout "clock/$many" .tick_spread && compare "clock/$many" "$many"
 # On the direct path the streams are written by one task per core (realtime_kit::fanout).
 for n in "${sizes[@]}"; do
     once "clock-sse --direct-streams: tick spread, $n clients" "clock-sse --direct-streams" clock-spread "$sse/events" --clients "$n" --ticks 20
-    keep "clock-direct/$n" .tick_spread.p99_ms && compare "clock-direct/$n" "$n"
+    keep_fanout "clock-direct/$n" .tick_spread && compare "clock-direct/$n" "$n"
 done
-once "chat-sse: fan-out to 1000 streams" chat-sse chat-fanout "$sse" --clients 1000 --rounds "$rounds"
-keep chat/1000 .to_last_client.p99_ms && compare chat/1000 1000 node-chat/1000
-once "chat-sse: fan-out to $many streams" chat-sse chat-fanout "$sse" --clients "$many" --rounds "$rounds"
-keep "chat/$many" .to_last_client.p99_ms && compare "chat/$many" "$many" "node-chat/$many"
+once "chat-sse: fan-out to 1000 streams" chat-sse chat-fanout "$sse" --clients 1000 --rounds "$rounds" --pause "$pace"
+keep_fanout chat/1000 .to_last_client && compare chat/1000 1000 node-chat/1000
+once "chat-sse: fan-out to $many streams" chat-sse chat-fanout "$sse" --clients "$many" --rounds "$rounds" --pause "$pace"
+keep_fanout "chat/$many" .to_last_client && compare "chat/$many" "$many" "node-chat/$many"
 # The same with loadgen's old reader (a tokio task per stream, kernel stamps): how much of the
 # ratio to the floor the reader made, not the server.
-once "chat-sse: fan-out to $many streams, tokio reader" chat-sse chat-fanout "$sse" --clients "$many" --rounds "$rounds" --reader tokio
-keep "chat/$many/tokio" .to_last_client.p99_ms && compare "chat/$many/tokio" "$many" "node-chat/$many"
+once "chat-sse: fan-out to $many streams, tokio reader" chat-sse chat-fanout "$sse" --clients "$many" --rounds "$rounds" --pause "$pace" --reader tokio
+keep_fanout "chat/$many/tokio" .to_last_client && compare "chat/$many/tokio" "$many" "node-chat/$many"
 for n in "${sizes[@]}"; do
-    once "chat-sse --direct-streams: fan-out to $n streams" "chat-sse --direct-streams" chat-fanout "$sse" --clients "$n" --rounds "$rounds"
-    keep "chat-direct/$n" .to_last_client.p99_ms && compare "chat-direct/$n" "$n" "node-chat/$n"
+    once "chat-sse --direct-streams: fan-out to $n streams" "chat-sse --direct-streams" chat-fanout "$sse" --clients "$n" --rounds "$rounds" --pause "$pace"
+    keep_fanout "chat-direct/$n" .to_last_client && compare "chat-direct/$n" "$n" "node-chat/$n"
+    echo "-> p99 against the SSE-framed floor: $(ratio "chat-direct/$n" "floor-sse/$n") (${figure[floor-sse/$n]:--} ms)"
+    echo
 done
+once "chat-sse --direct-streams: fan-out to $many streams, rounds back to back" "chat-sse --direct-streams" chat-fanout "$sse" --clients "$many" --rounds "$rounds"
+keep_fanout "chat-direct/$many/b2b" .to_last_client && compare "chat-direct/$many/b2b" "$many"
 once "echo-ws: $many idle room sockets" "echo-ws --max-clients 20000" ws-idle "$ws/ws" --clients "$many"
 keep demo-idle-ws .server_rss_kib.per_connection
-once "echo-ws: broadcast to 1000 sockets" echo-ws ws-fanout "$ws/ws" --clients 1000 --rounds "$rounds"
-keep ws/1000 .to_last_client.p99_ms && compare ws/1000 1000 node-ws/1000
-once "echo-ws: broadcast to $many sockets" "echo-ws --max-clients 20000" ws-fanout "$ws/ws" --clients "$many" --rounds "$rounds"
-keep "ws/$many" .to_last_client.p99_ms && compare "ws/$many" "$many" "node-ws/$many"
-once "echo-ws: broadcast to $many sockets, tokio reader" "echo-ws --max-clients 20000" ws-fanout "$ws/ws" --clients "$many" --rounds "$rounds" --reader tokio
-keep "ws/$many/tokio" .to_last_client.p99_ms && compare "ws/$many/tokio" "$many" "node-ws/$many"
+once "echo-ws: broadcast to 1000 sockets" echo-ws ws-fanout "$ws/ws" --clients 1000 --rounds "$rounds" --pause "$pace"
+keep_fanout ws/1000 .to_last_client && compare ws/1000 1000 node-ws/1000
+once "echo-ws: broadcast to $many sockets" "echo-ws --max-clients 20000" ws-fanout "$ws/ws" --clients "$many" --rounds "$rounds" --pause "$pace"
+keep_fanout "ws/$many" .to_last_client && compare "ws/$many" "$many" "node-ws/$many"
+once "echo-ws: broadcast to $many sockets, tokio reader" "echo-ws --max-clients 20000" ws-fanout "$ws/ws" --clients "$many" --rounds "$rounds" --pause "$pace" --reader tokio
+keep_fanout "ws/$many/tokio" .to_last_client && compare "ws/$many/tokio" "$many" "node-ws/$many"
+once "echo-ws: broadcast to $many sockets, rounds back to back" "echo-ws --max-clients 20000" ws-fanout "$ws/ws" --clients "$many" --rounds "$rounds"
+keep_fanout "ws/$many/b2b" .to_last_client && compare "ws/$many/b2b" "$many"
 once "echo-ws: throughput, 100 sockets, 10 senders, 64 B" echo-ws ws-throughput "$ws/ws" --clients 100 --senders 10 --size 64
 keep demo-tp .deliveries_per_s && keep demo-tp-cpu .server_cpu_us_per_delivery
 once "stock-ticker: $many SSE streams (quotes flowing)" stock-ticker sse-idle "$sse/quotes/stream" --clients "$many"
 once "stock-ticker: $many idle WebSockets" stock-ticker ws-idle "$ws/quotes/ws" --clients "$many"
 
 # One table for the whole run: each fan-out figure (p99, ms) next to the floor and the Node
-# replica at the same N, and the demo's ratio to each.
+# replica at the same N, the demo's ratio to each, and the ratio of the medians (p50) to the
+# floor's: a p99 of 50 rounds is the worst round or so, the median the steadier figure.
 row() { # row <figure> <floor name> <Node name> <demo name>
-    printf '%-50s %-10s %-10s %-10s %-11s %-10s\n' "$1" "${figure[$2]:--}" "${figure[$3]:--}" \
-        "${figure[$4]:--}" "$(ratio "$4" "$2")" "$(ratio "$4" "$3")"
+    printf '%-52s %-9s %-9s %-9s %-11s %-10s %-10s\n' "$1" "${figure[$2]:--}" "${figure[$3]:--}" \
+        "${figure[$4]:--}" "$(ratio "$4" "$2")" "$(ratio "$4" "$3")" "$(ratio "$4/p50" "$2/p50")"
 }
-echo "== summary (p99 in ms; the idle row in KiB per stream; floor: fanout_floor.c, 2 writer threads)"
+echo "== summary (p99 in ms; the idle rows in KiB per stream; floor: fanout_floor.c, 2 writer threads;"
+echo "   every fan-out paced as the floor, rounds $pace s apart, unless it says back to back)"
 if [[ -z "$have_node" ]]; then echo "(Node columns skipped: node and npm not found or npm ci failed)"; fi
-printf '%-50s %-10s %-10s %-10s %-11s %-10s\n' figure floor Node demo demo/floor demo/Node
+printf '%-52s %-9s %-9s %-9s %-11s %-10s %-10s\n' figure floor Node demo demo/floor demo/Node "p50 /floor"
+for n in "${sizes[@]}"; do
+    row "floor in chat-sse's events, the chat's reader, $n" "floor/$n" none "floor-sse/$n"
+done
 for n in "${sizes[@]}"; do
     row "chat-sse: POST to the last of $n streams" "floor/$n" "node-chat/$n" "chat/$n"
 done
 for n in "${sizes[@]}"; do
     row "chat-sse --direct-streams: to the last of $n" "floor/$n" "node-chat/$n" "chat-direct/$n"
+    row "  the same, over the SSE-framed floor" "floor-sse/$n" none "chat-direct/$n"
 done
+row "chat-sse --direct-streams: $many, back to back" "floor/$many" none "chat-direct/$many/b2b"
 row "chat-sse: to the last of $many (tokio reader)" "floor/$many" "node-chat/$many" "chat/$many/tokio"
 for n in "${sizes[@]}"; do
     row "echo-ws: broadcast to the last of $n sockets" "floor/$n" "node-ws/$n" "ws/$n"
 done
+row "echo-ws: to the last of $many, back to back" "floor/$many" none "ws/$many/b2b"
 row "echo-ws: to the last of $many sockets (tokio reader)" "floor/$many" "node-ws/$many" "ws/$many/tokio"
 for n in "${sizes[@]}"; do
     row "clock-sse: tick spread over $n clients" "floor/$n" none "clock/$n"

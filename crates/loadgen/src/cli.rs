@@ -111,6 +111,10 @@ enum Scenario {
         /// each with the kernel's receive stamps.
         #[arg(long, value_enum, default_value_t = Reader::Epoll)]
         reader: Reader,
+        /// Seconds to wait after each round before the next POST. Without it the rounds go
+        /// back to back; the floor's are 0.2 s apart, and a ratio to it needs the same.
+        #[arg(long, value_parser = parse_seconds, default_value = "0")]
+        pause: Duration,
     },
     /// WebSocket broadcast fan-out: time from a send until each of N clients has it.
     WsFanout {
@@ -233,9 +237,16 @@ fn run_async(common: &Common, scenario: Scenario) -> realtime_kit::Result<Report
                     post_path,
                     prime_streams,
                     reader,
+                    pause,
                 } => {
                     let paths = (stream_path.as_str(), post_path.as_str());
-                    scenarios::chat_fanout(common, rounds, paths, prime_streams, reader).await
+                    let options = scenarios::ChatFanout {
+                        rounds,
+                        prime: prime_streams,
+                        reader,
+                        pause,
+                    };
+                    scenarios::chat_fanout(common, paths, options).await
                 }
                 Scenario::WsFanout {
                     rounds,

@@ -719,16 +719,30 @@ impl Rounds {
     }
 }
 
+/// `chat-fanout`'s options besides the common ones and the paths.
+pub(crate) struct ChatFanout {
+    pub(crate) rounds: u64,
+    /// Post unmeasured messages while the streams open (`--prime-streams`).
+    pub(crate) prime: bool,
+    pub(crate) reader: Reader,
+    /// A pause after each round, as the floor's 200 ms between its rounds.
+    pub(crate) pause: Duration,
+}
+
 /// `chat-fanout`: POST a message, time until each of N streams has it. The stream is read from
-/// `paths.0` and messages posted to `paths.1`, both under the URL; with `prime`, messages that
+/// `paths.0` and messages posted to `paths.1`, both under the URL; with `options.prime`, messages that
 /// are not rounds are posted while the streams open (see `--prime-streams`).
 pub(crate) async fn chat_fanout(
     common: &Common,
-    rounds: u64,
     (stream_path, post_path): (&str, &str),
-    prime: bool,
-    reader: Reader,
+    options: ChatFanout,
 ) -> realtime_kit::Result<Report> {
+    let ChatFanout {
+        rounds,
+        prime,
+        reader,
+        pause,
+    } = options;
     let mut report = Report::new("chat-fanout");
     reader.row(&mut report);
     let base = common.url.trim_end_matches('/');
@@ -803,6 +817,9 @@ pub(crate) async fn chat_fanout(
         }
         fanout.wait(round, connected).await;
         progress.inc(1);
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
     }
     progress.finish_and_clear();
     let measured_to = (Usage::of(None)?, readers.received());
