@@ -301,6 +301,7 @@ impl Frame {
 /// The first event id of an SSE-framed run: chat-sse's ids have 16 digits (see its `Log`).
 const FIRST_SSE_ID: u64 = 1_764_723_921_637_000;
 
+// ANCHOR: sse_event
 /// Round `round` as chat-sse sends a chat message to its direct streams: the event with its
 /// id and JSON data, carrying the run's marker where `chat-fanout` has it, in one HTTP chunk.
 fn sse_event(marker: &str, round: u32) -> Vec<u8> {
@@ -311,6 +312,7 @@ fn sse_event(marker: &str, round: u32) -> Vec<u8> {
     );
     format!("{:x}\r\n{event}\r\n", event.len()).into_bytes()
 }
+// ANCHOR_END: sse_event
 
 /// The writing side, set up once before the rounds so that a round measures only its writes.
 enum RoundWriter {
