@@ -368,8 +368,6 @@ async fn ws_fanout_with_the_epoll_reader() {
         "50",
         "--rounds",
         "5",
-        "--pause",
-        "0.05",
         "--server-pid",
         &pid,
         "--json",
@@ -378,8 +376,9 @@ async fn ws_fanout_with_the_epoll_reader() {
     assert_epoll_fanout(&json_report(&output), 50, 5);
 }
 
-/// `chat-fanout` read by the epoll reader: every post reaches every one of 50 streams, paced as
-/// the floor's rounds are, and an earlier run's messages in the backlog do not count.
+/// `chat-fanout` read by the epoll reader: every post reaches every one of 50 streams, with a
+/// pause after each round (`--pause`, as benchmarks.sh paces it like the floor), and an earlier
+/// run's messages in the backlog do not count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_fanout_with_the_epoll_reader() {
     let addr = start_chat().await;
@@ -403,6 +402,8 @@ async fn chat_fanout_with_the_epoll_reader() {
         "50",
         "--rounds",
         "5",
+        "--pause",
+        "0.05",
         "--server-pid",
         &pid,
         "--json",
