@@ -699,8 +699,8 @@ fn read_sse(
     }
     let measured = reader.finish()?;
     let since_origin = |at: Instant| {
-        let nanos = u64::try_from(at.saturating_duration_since(origin).as_nanos());
-        origin_ns + nanos.unwrap_or(u64::MAX - origin_ns)
+        let nanos = at.saturating_duration_since(origin).as_nanos();
+        origin_ns.saturating_add(u64::try_from(nanos).unwrap_or(u64::MAX))
     };
     Ok(measured
         .rounds
