@@ -162,14 +162,21 @@ impl Outbox {
     }
 
     /// The session's own bytes: written after whatever waits, as far as the socket takes them
-    /// now; the rest waits, and [`Outbox::flush`] writes it out.
+    /// now; the rest waits, and [`Outbox::flush`] writes it out. Bytes left waiting ask for the
+    /// session's attention, as a queued room message does: otherwise a catch-up larger than the
+    /// socket's buffer would wait for the room's next message, which a quiet room never sends.
     pub fn push(&self, bytes: Bytes) -> io::Result<()> {
         let mut state = self.state();
         if let Some(kind) = state.failed {
             return Err(kind.into());
         }
         state.waiting.push_back(Waiting { bytes, messages: 0 });
-        self.write_waiting(&mut state).map(drop)
+        let all_written = self.write_waiting(&mut state)?;
+        drop(state);
+        if !all_written {
+            self.attention.notify_one();
+        }
+        Ok(())
     }
 
     /// Waits until the socket has taken everything that waits, the room's messages too.
@@ -750,6 +757,35 @@ mod tests {
             .expect("the session is told");
         assert!(outbox.too_slow());
         assert_eq!(outbox.offer(&frame, 1, 8), Offered::Refused);
+    }
+
+    /// Bytes a session pushes that the socket does not take at once ask for its attention
+    /// without any room message: an event stream's catch-up, larger than the socket's buffer,
+    /// is then written out in a quiet room too, all of it.
+    #[tokio::test]
+    async fn pushed_bytes_left_waiting_ask_for_attention() {
+        let (server, mut client) = pair().await;
+        let outbox = Outbox::new(server);
+        let catch_up = Bytes::from(vec![b'c'; 8 * 1024 * 1024]);
+        outbox.push(catch_up.clone()).expect("push");
+        tokio::time::timeout(WITHIN, outbox.needs_attention())
+            .await
+            .expect("the session is told that bytes wait");
+        let flushing = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.flush().await })
+        };
+        let mut received = vec![0u8; catch_up.len()];
+        tokio::time::timeout(WITHIN, client.read_exact(&mut received))
+            .await
+            .expect("in time")
+            .expect("every byte");
+        assert_eq!(received, catch_up);
+        tokio::time::timeout(WITHIN, flushing)
+            .await
+            .expect("the flush finishes")
+            .expect("flush task")
+            .expect("flushed");
     }
 
     /// Bytes the HTTP server read past the handshake are the session's first frames.
