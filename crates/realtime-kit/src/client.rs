@@ -3,7 +3,8 @@
 //! run on this machine.
 //!
 //! Each call opens its own connection, as a browser tab's `EventSource` does, and dropping an
-//! [`EventStream`] closes it, which is how tests play a client that goes away.
+//! [`EventStream`] closes it, which is how tests play a client that goes away. A [`Connection`]
+//! keeps one open for requests one after another, as a browser's `fetch` does.
 
 use std::collections::VecDeque;
 
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -46,7 +48,10 @@ pub async fn fetch(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> crate::Result<Fetched> {
-    let response = send(method, url, headers, body.into()).await?;
+    read_whole(send(method, url, headers, body.into()).await?).await
+}
+
+async fn read_whole(response: Response<Incoming>) -> crate::Result<Fetched> {
     let (parts, body) = response.into_parts();
     Ok(Fetched {
         status: parts.status,
@@ -54,6 +59,68 @@ pub async fn fetch(
         body: body.collect().await?.to_bytes(),
     })
 }
+
+// ANCHOR: connection
+/// One connection kept open for requests one after another, as a browser's `fetch` keeps one:
+/// the load generator posts its rounds on it, so that a round's time is the server's work and
+/// not a TCP handshake and a new connection's setup in the server.
+#[derive(Debug)]
+pub struct Connection {
+    /// Where to open it again.
+    url: String,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Connection {
+    /// Opens a connection to the host and port of an `http://` URL.
+    pub async fn open(url: &str) -> crate::Result<Self> {
+        Ok(Self {
+            url: url.to_owned(),
+            sender: handshake(connect_to(url).await?).await?,
+        })
+    }
+
+    /// Sends one request to `url` (on the host and port this connection was opened to) and
+    /// reads the whole response.
+    ///
+    /// A server may close a connection that waits between requests (hyper closes it after its
+    /// header-read timeout). Then a new one is opened, once: before the request if the close
+    /// was seen, or after it if the request was refused unwritten, and so never reached the
+    /// server. A request that was written is never sent again (a POST is not idempotent).
+    pub async fn fetch(
+        &mut self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> crate::Result<Fetched> {
+        let mut request = build_request(method, url, headers, body.into())?;
+        let mut reopened = false;
+        loop {
+            if self.sender.ready().await.is_err() && !reopened {
+                self.reopen().await?;
+                reopened = true;
+            }
+            match self.sender.try_send_request(request).await {
+                Ok(response) => return read_whole(response).await,
+                Err(mut refused) => match refused.take_message() {
+                    Some(unsent) if !reopened => {
+                        request = unsent;
+                        self.reopen().await?;
+                        reopened = true;
+                    }
+                    _ => return Err(refused.into_error().into()),
+                },
+            }
+        }
+    }
+
+    async fn reopen(&mut self) -> crate::Result<()> {
+        self.sender = handshake(connect_to(&self.url).await?).await?;
+        Ok(())
+    }
+}
+// ANCHOR_END: connection
 
 /// `GET url`, read to the end.
 pub async fn get(url: &str) -> crate::Result<Fetched> {
@@ -164,20 +231,34 @@ async fn send_on(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> crate::Result<Response<Incoming>> {
-    let uri: Uri = url.parse()?;
-    let Some(authority) = uri.authority() else {
-        return Err(format!("{url}: the URL has no host").into());
-    };
+    let request = build_request(method, url, headers, body)?;
+    Ok(handshake(stream).await?.send_request(request).await?)
+}
+
+/// An HTTP/1.1 client connection over `stream`, driven by a task of its own.
+async fn handshake(stream: TcpStream) -> crate::Result<SendRequest<Full<Bytes>>> {
     stream.set_nodelay(true)?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     // The connection does its reading and writing in this task; it ends when the response
-    // (and, for a stream, its body) is dropped.
+    // (and, for a stream, its body) is dropped, and the sender with it.
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "client connection ended with an error");
         }
     });
+    Ok(sender)
+}
+
+fn build_request(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> crate::Result<Request<Full<Bytes>>> {
+    let uri: Uri = url.parse()?;
+    let Some(authority) = uri.authority() else {
+        return Err(format!("{url}: the URL has no host").into());
+    };
     let mut request = Request::builder()
         .method(method)
         .uri(uri.path_and_query().map_or("/", |path| path.as_str()))
@@ -185,5 +266,85 @@ async fn send_on(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    Ok(sender.send_request(request.body(Full::new(body))?).await?)
+    Ok(request.body(Full::new(body))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server that answers every request head it reads with `200 ok`, counting the
+    /// connections it accepts; with `close_after_one`, it closes each connection after its first
+    /// answer, with no `Connection: close`, as a server's idle timeout does.
+    async fn counting_server(close_after_one: bool) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.expect("accept");
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut read = Vec::new();
+                    let mut buffer = [0; 1024];
+                    loop {
+                        let Ok(n @ 1..) = socket.read(&mut buffer).await else {
+                            return;
+                        };
+                        read.extend_from_slice(&buffer[..n]);
+                        while let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                            read.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            socket.write_all(answer).await.expect("answer");
+                            if close_after_one {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    #[tokio::test]
+    async fn requests_one_after_another_share_one_connection() {
+        let (url, accepted) = counting_server(false).await;
+        let mut connection = Connection::open(&url).await.expect("open");
+        for _ in 0..3 {
+            let fetched = connection
+                .fetch(Method::GET, &url, &[], Bytes::new())
+                .await
+                .expect("fetch");
+            assert_eq!(
+                (fetched.status, fetched.text()),
+                (StatusCode::OK, "ok".into())
+            );
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_opened_again() {
+        let (url, accepted) = counting_server(true).await;
+        let mut connection = Connection::open(&url).await.expect("open");
+        for _ in 0..2 {
+            let fetched = connection
+                .fetch(Method::GET, &url, &[], Bytes::new())
+                .await
+                .expect("fetch");
+            assert_eq!(fetched.status, StatusCode::OK);
+            // Long enough for the client's connection task to see the close.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
 }
