@@ -181,6 +181,23 @@ impl TestNginx {
         {
             return None;
         }
+        // A port that was free a moment ago can be taken before nginx binds it (the tests run
+        // in parallel, and bind ports of their own): then nginx gives up and exits, and it is
+        // started again on other ports.
+        for _ in 0..5 {
+            match Self::launch(chat, echo).await {
+                Ok(nginx) => return Some(nginx),
+                Err(log) if log.contains("Address already in use") => {
+                    eprintln!("nginx lost a port to another process; trying other ports");
+                }
+                Err(log) => panic!("nginx did not start: {log}"),
+            }
+        }
+        panic!("nginx lost a port to another process five times in a row");
+    }
+
+    /// One try: nginx on ports that are free now. `Err` with nginx's error log if it exited.
+    async fn launch(chat: &[String], echo: &str) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = |name: &str| dir.path().join(name).display().to_string();
         let made = std::process::Command::new("openssl")
@@ -234,7 +251,7 @@ impl TestNginx {
             scgi = path("scgi"),
         );
         std::fs::write(dir.path().join("nginx.conf"), main).expect("write nginx.conf");
-        let child = Command::new("nginx")
+        let mut child = Command::new("nginx")
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
@@ -248,6 +265,20 @@ impl TestNginx {
             .spawn()
             .expect("nginx starts");
         let deadline = tokio::time::Instant::now() + WAIT;
+        let error_log = || std::fs::read_to_string(path("error.log")).unwrap_or_default();
+        // nginx writes its pid file once it has bound every port: before that, a port that
+        // answers may be another process's (nginx retries a taken port for a few seconds).
+        while !dir.path().join("nginx.pid").exists() {
+            if child.try_wait().expect("nginx's status").is_some() {
+                return Err(error_log());
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nginx did not start: {}",
+                error_log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         for port in [chat_http, chat_https, echo_http] {
             while tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
@@ -256,12 +287,12 @@ impl TestNginx {
                 assert!(
                     tokio::time::Instant::now() < deadline,
                     "nginx did not start: {}",
-                    std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+                    error_log()
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        Some(Self {
+        Ok(Self {
             dir,
             _child: child,
             chat_http,
