@@ -29,9 +29,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-# 200 rounds (and 60 ticks) a fan-out: a p99 of 50 rounds is the slowest round, one bad
-# scheduling moment; of 200, the third slowest. The medians of 50 and 200 agree.
-many=10000 most=19000 rounds=200 ticks=60
+# 200 rounds a fan-out: a p99 of 50 rounds is the slowest round, one bad scheduling moment; of
+# 200, the third slowest. The medians of 50 and 200 agree. The clock ticks every 0.3 s for the
+# run, so that its 200 ticks take a minute and come at the floor's pace (see $pace).
+many=10000 most=19000 rounds=200 ticks=200 tick_ms=300
+# At 1,000 a round takes ~8 ms, and a few ms of the machine's own (another process, the host)
+# move a p99 of 200 rounds by a third: the same binaries gave 0.78x to 1.47x the floor within
+# ten minutes. So the fan-outs with a target at 1,000 are measured again at the end, each right
+# after a floor run of its own, $pairs times, and their ratio is the median of the pairs'.
+pairs=3
 # Time enough for them: 200 rounds of a Node replica at 10,000 take about 2 minutes, loadgen's
 # default limit for a whole run.
 deadline=400
@@ -40,7 +46,7 @@ deadline=400
 # reader's backlog land in it), so a ratio to the floor needs the floor's pace.
 pace=0.2
 if [[ "${1:-}" == "--quick" ]]; then
-    many=1000 most=1000 rounds=20 ticks=20
+    many=1000 most=1000 rounds=20 ticks=20 pairs=1
 fi
 
 # The build is niced (it can share the machine), the measurements are not.
@@ -165,27 +171,31 @@ if command -v gcc >/dev/null; then
 else
     echo "gcc not found: the floor is loadgen's port alone (apt-get install gcc for the C reference)"
 fi
+floor_c() { # floor_c <N> <writers> <name>: a run of fanout_floor.c; its p99 as <name>, p50 <name>/p50
+    local line
+    echo "== floor, C reference: $1 sockets, $2 writer threads"
+    line=$("$scratch/fanout_floor" "$1" "$floor_rounds" 100 "$2" | jq -c '. + {scenario: "fanout_floor.c"}')
+    echo "$line" | tee -a "$results"
+    figure[$3]=$(jq -r .last_of_n_ms_p99 <<<"$line")
+    figure[$3/p50]=$(jq -r .last_of_n_ms_p50 <<<"$line")
+    figure[$3/cpu]=$(jq -r '.writer_us_per_delivery * 1000 | round / 1000' <<<"$line")
+    echo
+    sleep 2
+}
+floor_rs() { # floor_rs <N> <writers> <name>: the same from loadgen's port, as <name> and <name>/p50
+    echo "== floor, loadgen floor (the Rust port): $1 sockets, $2 writer threads"
+    "$bin/loadgen" floor --clients "$1" --rounds "$floor_rounds" --deadline "$deadline" --size 100 \
+        --writers "$2" --json-file "$results"
+    last_run=$(tail -n 1 "$results")
+    keep_fanout "$3" .to_last_client
+    keep "$3/cpu" '.writer_us_per_delivery * 1000 | round / 1000'
+    echo
+    sleep 2
+}
 for n in "${sizes[@]}"; do
     for writers in 2 1; do
-        if [[ -n "$have_gcc" ]]; then
-            echo "== floor, C reference: $n sockets, $writers writer threads"
-            c_line=$("$scratch/fanout_floor" "$n" "$floor_rounds" 100 "$writers" |
-                jq -c '. + {scenario: "fanout_floor.c"}')
-            echo "$c_line" | tee -a "$results"
-            figure[floor-c/$n/$writers]=$(jq -r .last_of_n_ms_p99 <<<"$c_line")
-            figure[floor-c/$n/$writers/p50]=$(jq -r .last_of_n_ms_p50 <<<"$c_line")
-            figure[floor-c-cpu/$n/$writers]=$(jq -r '.writer_us_per_delivery * 1000 | round / 1000' <<<"$c_line")
-            echo
-            sleep 2
-        fi
-        echo "== floor, loadgen floor (the Rust port): $n sockets, $writers writer threads"
-        "$bin/loadgen" floor --clients "$n" --rounds "$floor_rounds" --deadline "$deadline" --size 100 \
-            --writers "$writers" --json-file "$results"
-        last_run=$(tail -n 1 "$results")
-        keep_fanout "floor-rs/$n/$writers" .to_last_client
-        keep "floor-rs-cpu/$n/$writers" '.writer_us_per_delivery * 1000 | round / 1000'
-        echo
-        sleep 2
+        if [[ -n "$have_gcc" ]]; then floor_c "$n" "$writers" "floor-c/$n/$writers"; fi
+        floor_rs "$n" "$writers" "floor-rs/$n/$writers"
     done
     figure[floor/$n]=${figure[floor-c/$n/2]:-${figure[floor-rs/$n/2]:-}}
     figure[floor/$n/p50]=${figure[floor-c/$n/2/p50]:-${figure[floor-rs/$n/2/p50]:-}}
@@ -198,7 +208,7 @@ for n in "${sizes[@]}"; do
         printf '%-8s %-8s %-12s %-12s %-10s %-16s %-16s\n' "$n" "$writers" \
             "${figure[floor-c/$n/$writers]:--}" "${figure[floor-rs/$n/$writers]:--}" \
             "$(ratio "floor-rs/$n/$writers" "floor-c/$n/$writers")" \
-            "${figure[floor-c-cpu/$n/$writers]:--}" "${figure[floor-rs-cpu/$n/$writers]:--}"
+            "${figure[floor-c/$n/$writers/cpu]:--}" "${figure[floor-rs/$n/$writers/cpu]:--}"
     done
 done
 echo
@@ -223,7 +233,7 @@ echo "== what a runtime adds: p99 to the last socket, and writer CPU per deliver
 printf '%-8s %-22s %-12s %-10s %-16s\n' N writer "p99 ms" "/floor" "µs/delivery"
 for n in "${sizes[@]}"; do
     printf '%-8s %-22s %-12s %-10s %-16s\n' "$n" "OS threads (the floor)" "${figure[floor/$n]:--}" \
-        "1.00x" "${figure[floor-c-cpu/$n/2]:-${figure[floor-rs-cpu/$n/2]:--}}"
+        "1.00x" "${figure[floor-c/$n/2/cpu]:-${figure[floor-rs/$n/2/cpu]:--}}"
     for writer in tokio-shards tokio-tasks; do
         printf '%-8s %-22s %-12s %-10s %-16s\n' "$n" "$writer" "${figure[floor-$writer/$n]:--}" \
             "$(ratio "floor-$writer/$n" "floor/$n")" "${figure[floor-$writer-cpu/$n]:--}"
@@ -286,13 +296,13 @@ keep demo-held-failed .clients.failed
 once "clock-sse --direct-streams: $many idle streams through hyper (--plain: no Accept header)" "clock-sse --direct-streams" sse-idle "$sse/events" --clients "$many" --plain
 once "clock-sse (the default, hyper): $many idle streams" clock-sse sse-idle "$sse/events" --clients "$many"
 keep demo-idle-sse .server_rss_kib.per_connection
-once "clock-sse: tick spread, 1000 clients" clock-sse clock-spread "$sse/events" --clients 1000 --ticks "$ticks"
+once "clock-sse: tick spread, 1000 clients" "clock-sse --tick-ms $tick_ms" clock-spread "$sse/events" --clients 1000 --ticks "$ticks"
 keep_fanout clock/1000 .tick_spread && compare clock/1000 1000
-once "clock-sse: tick spread, $many clients" clock-sse clock-spread "$sse/events" --clients "$many" --ticks "$ticks"
+once "clock-sse: tick spread, $many clients" "clock-sse --tick-ms $tick_ms" clock-spread "$sse/events" --clients "$many" --ticks "$ticks"
 keep_fanout "clock/$many" .tick_spread && compare "clock/$many" "$many"
 # On the direct path the streams are written by one task per core (realtime_kit::fanout).
 for n in "${sizes[@]}"; do
-    once "clock-sse --direct-streams: tick spread, $n clients" "clock-sse --direct-streams" clock-spread "$sse/events" --clients "$n" --ticks "$ticks"
+    once "clock-sse --direct-streams: tick spread, $n clients" "clock-sse --direct-streams --tick-ms $tick_ms" clock-spread "$sse/events" --clients "$n" --ticks "$ticks"
     keep_fanout "clock-direct/$n" .tick_spread && compare "clock-direct/$n" "$n"
 done
 once "chat-sse: fan-out to 1000 streams" chat-sse chat-fanout "$sse" --clients 1000 --rounds "$rounds" --pause "$pace"
@@ -326,6 +336,49 @@ keep demo-tp .deliveries_per_s && keep demo-tp-cpu .server_cpu_us_per_delivery
 once "stock-ticker: $many SSE streams (quotes flowing)" stock-ticker sse-idle "$sse/quotes/stream" --clients "$many"
 once "stock-ticker: $many idle WebSockets" stock-ticker ws-idle "$ws/quotes/ws" --clients "$many"
 
+# The fan-outs with a target at 1,000 again, each right after a floor run of its own (see
+# $pairs above): the ratio of each pair, p99 to p99 and p50 to p50, and their medians.
+paired=("chat-direct" "ws" "clock-direct")
+declare -A paired_label=(
+    [chat-direct]="chat-sse --direct-streams: to the last of 1000"
+    [ws]="echo-ws: broadcast to the last of 1000 sockets"
+    [clock-direct]="clock-sse --direct-streams: spread over 1000"
+)
+for pair in $(seq "$pairs"); do
+    for demo in "${paired[@]}"; do
+        name=pair/$pair/$demo
+        if [[ -n "$have_gcc" ]]; then floor_c 1000 2 "$name/floor"; else floor_rs 1000 2 "$name/floor"; fi
+        case $demo in
+        chat-direct)
+            once "pair $pair: chat-sse --direct-streams, 1000 streams" "chat-sse --direct-streams" \
+                chat-fanout "$sse" --clients 1000 --rounds "$rounds" --pause "$pace"
+            keep_fanout "$name" .to_last_client
+            ;;
+        ws)
+            once "pair $pair: echo-ws, 1000 sockets" echo-ws ws-fanout "$ws/ws" --clients 1000 \
+                --rounds "$rounds" --pause "$pace"
+            keep_fanout "$name" .to_last_client
+            ;;
+        clock-direct)
+            once "pair $pair: clock-sse --direct-streams, 1000 clients" \
+                "clock-sse --direct-streams --tick-ms $tick_ms" clock-spread "$sse/events" \
+                --clients 1000 --ticks "$ticks"
+            keep_fanout "$name" .tick_spread
+            ;;
+        esac
+        echo "-> p99 $(ratio "$name" "$name/floor"), p50 $(ratio "$name/p50" "$name/floor/p50") the floor run just before"
+        echo
+    done
+done
+median_ratio() { # median_ratio <demo> [/p50]: the median over the pairs of demo/floor, or "-"
+    local demo=$1 at=${2:-} pair values=()
+    for pair in $(seq "$pairs"); do
+        values+=("$(ratio "pair/$pair/$demo$at" "pair/$pair/$demo/floor$at")")
+    done
+    if [[ " ${values[*]} " == *" - "* ]]; then echo "-"; return; fi
+    printf '%s\n' "${values[@]}" | sort -n | awk '{ v[NR] = $0 } END { print v[int((NR + 1) / 2)] }'
+}
+
 # One table for the whole run: each fan-out figure (p99, ms) next to the floor and the Node
 # replica at the same N, the demo's ratio to each, and the ratio of the medians (p50) to the
 # floor's: a p99 is the third slowest of 200 rounds, the median the steadier figure.
@@ -357,6 +410,15 @@ row "echo-ws: to the last of $many sockets (tokio reader)" "floor/$many" "node-w
 for n in "${sizes[@]}"; do
     row "clock-sse: tick spread over $n clients" "floor/$n" none "clock/$n"
     row "clock-sse --direct-streams: spread over $n" "floor/$n" none "clock-direct/$n"
+done
+echo "  at 1000, each right after its own floor run, $pairs pairs: p99/floor of each pair (p50/floor); median"
+for demo in "${paired[@]}"; do
+    line=$(printf '  %-50s' "${paired_label[$demo]}")
+    for pair in $(seq "$pairs"); do
+        name=pair/$pair/$demo
+        line+=" $(ratio "$name" "$name/floor") ($(ratio "$name/p50" "$name/floor/p50"))"
+    done
+    echo "$line; median $(median_ratio "$demo") ($(median_ratio "$demo" /p50))"
 done
 row "idle SSE stream, server KiB each ($many)" none node-idle-sse demo-idle-sse
 row "idle SSE stream, KiB each, --direct-streams ($most)" none node-idle-sse demo-idle-sse-direct
