@@ -60,7 +60,8 @@ pub struct Outbox {
     /// Wakes the session: bytes wait for a socket that was full, or the client fell too far
     /// behind, or a write failed.
     attention: Notify,
-    /// Where this client is in its writer's list; only that writer reads or changes it.
+    /// Where this client is in its shard's list; only the writer holding the shard reads or
+    /// changes it.
     slot: AtomicUsize,
 }
 
@@ -345,14 +346,15 @@ impl AsyncWrite for SharedIo {
 /// the shards it finds waiting.
 #[derive(Debug)]
 pub struct Fanout {
-    shards: Vec<Arc<Shard>>,
+    /// Every writer's shards, the first writer's first; the writers share them.
+    shards: Arc<[Arc<Shard>]>,
     writers: Vec<Arc<Notify>>,
     next: AtomicUsize,
 }
 
-/// Shards per writer: a writer that starts late (its worker was parked, and waking it and the
-/// reader's process took the other core first) leaves its shards to one that is done, a
-/// slice at a time, instead of adding its whole delay to the last client's wait.
+/// Shards per writer: a writer that starts late (its worker was parked, and its thread waits
+/// for a core behind the readers' wake-ups) leaves its shards to one that is done, an eighth at
+/// a time, instead of adding its whole delay to the last client's wait.
 const SHARDS_PER_WRITER: usize = 8;
 
 #[derive(Debug)]
@@ -454,7 +456,7 @@ impl Fanout {
     }
 
     /// [`Fanout::new`], whose writers also write `frame` to their clients whenever they have
-    /// written nothing for `interval`: one keep-alive per writer, not a timer per client.
+    /// written nothing for `interval`: one timer per writer, not one per client.
     pub fn with_keep_alive(
         backlog: usize,
         interval: Duration,
@@ -482,7 +484,7 @@ impl Fanout {
         shutdown: &Shutdown,
     ) -> Self {
         let writers: Vec<_> = (0..count).map(|_| Arc::new(Notify::new())).collect();
-        let shards: Vec<_> = (0..count * SHARDS_PER_WRITER)
+        let shards: Arc<[Arc<Shard>]> = (0..count * SHARDS_PER_WRITER)
             .map(|index| {
                 Arc::new(Shard {
                     queue: Mutex::new(ShardQueue::default()),
@@ -494,10 +496,9 @@ impl Fanout {
                 })
             })
             .collect();
-        let all: Arc<[Arc<Shard>]> = shards.clone().into();
         for (index, wake) in writers.iter().enumerate().take(running) {
             shutdown.spawn(write_shards(
-                all.clone(),
+                shards.clone(),
                 index * SHARDS_PER_WRITER,
                 wake.clone(),
                 backlog.max(1),
@@ -534,7 +535,7 @@ impl Fanout {
 
     /// Sends one framed message to every client.
     pub fn send(&self, frame: Bytes) {
-        for shard in &self.shards {
+        for shard in self.shards.iter() {
             shard.queue().messages.push_back(frame.clone());
         }
         self.wake_writers();
@@ -544,7 +545,7 @@ impl Fanout {
     /// writer has not written yet: a client gets the newest, not every step. A client that
     /// joins before a writer gets to it gets it too.
     pub fn send_latest(&self, frame: Bytes) {
-        for shard in &self.shards {
+        for shard in self.shards.iter() {
             shard.queue().latest = Some(frame.clone());
         }
         self.wake_writers();
@@ -605,91 +606,92 @@ async fn write_shards(
             }
         }
         let count = shards.len();
+        let mut again = false;
         for turn in 0..count {
             let index = (first + turn) % count;
             let keep_alive = keep_alive
                 .as_ref()
                 .filter(|_| silent && own.contains(&index));
-            write_shard(&shards[index], backlog, keep_alive);
+            again |= write_shard(&shards[index], backlog, keep_alive);
+        }
+        if again {
+            // Another pass, after every other shard had its turn in this one.
+            wake.notify_one();
         }
     }
 }
 
 /// Writes what waits for one shard, if no other writer is on it; and a keep-alive, if given
-/// one and the shard has been silent that long.
+/// one and the shard has been silent that long. Returns whether more waits for it now: sent
+/// while this writer held it, by a sender whose writers found it held and passed it by.
 ///
 /// A client that leaves is removed in O(1), by the slot it holds in the list: a crowd of n
 /// leaving at once (every tab closed after a broadcast, a server draining) must not cost n
 /// passes over n clients.
-fn write_shard(shard: &Shard, backlog: usize, keep_alive: Option<&KeepAlive>) {
-    loop {
-        let mut clients = match shard.clients.try_lock() {
-            Ok(clients) => clients,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            // Another writer is on it, and looks again once it lets go.
-            Err(TryLockError::WouldBlock) => return,
-        };
-        let (joining, leaving, mut frames) = {
-            let mut queue = shard.queue();
-            let mut frames = Vec::from(std::mem::take(&mut queue.messages));
-            frames.extend(queue.latest.take());
-            (
-                std::mem::take(&mut queue.joining),
-                std::mem::take(&mut queue.leaving),
-                frames,
-            )
-        };
-        let ShardClients { list, last_write } = &mut *clients;
-        for client in leaving {
-            let slot = client.slot.load(Ordering::Relaxed);
-            // One that joined and left before this writer took it in was never in the list.
-            if !list.get(slot).is_some_and(|at| Arc::ptr_eq(at, &client)) {
-                continue;
-            }
-            list.swap_remove(slot);
-            if let Some(moved) = list.get(slot) {
-                moved.slot.store(slot, Ordering::Relaxed);
-            }
+fn write_shard(shard: &Shard, backlog: usize, keep_alive: Option<&KeepAlive>) -> bool {
+    let mut clients = match shard.clients.try_lock() {
+        Ok(clients) => clients,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        // Another writer is on it, and looks again once it lets go.
+        Err(TryLockError::WouldBlock) => return false,
+    };
+    let (joining, leaving, mut frames) = {
+        let mut queue = shard.queue();
+        let mut frames = Vec::from(std::mem::take(&mut queue.messages));
+        frames.extend(queue.latest.take());
+        (
+            std::mem::take(&mut queue.joining),
+            std::mem::take(&mut queue.leaving),
+            frames,
+        )
+    };
+    let ShardClients { list, last_write } = &mut *clients;
+    for client in leaving {
+        let slot = client.slot.load(Ordering::Relaxed);
+        // One that joined and left before this writer took it in was never in the list.
+        if !list.get(slot).is_some_and(|at| Arc::ptr_eq(at, &client)) {
+            continue;
         }
-        if let Some(keep_alive) = keep_alive
-            && frames.is_empty()
-            && last_write.elapsed() >= keep_alive.interval
-        {
-            frames.push(keep_alive.frame.clone());
-        }
-        let batch = join_frames(&frames);
-        if !frames.is_empty() {
-            for client in list.iter() {
-                client.offer(&batch, frames.len(), backlog);
-            }
-            *last_write = Instant::now();
-        }
-        for Joining {
-            outbox,
-            sent_before,
-        } in joining
-        {
-            if outbox.is_closed_to_room() {
-                continue;
-            }
-            let own = &frames[sent_before..];
-            if !own.is_empty() {
-                let own_batch = if sent_before == 0 {
-                    batch.clone()
-                } else {
-                    join_frames(own)
-                };
-                outbox.offer(&own_batch, own.len(), backlog);
-            }
-            outbox.slot.store(list.len(), Ordering::Relaxed);
-            list.push(outbox);
-        }
-        drop(clients);
-        // What was sent while this writer held the shard, another writer left to it.
-        if !shard.queue().is_waiting() {
-            return;
+        list.swap_remove(slot);
+        if let Some(moved) = list.get(slot) {
+            moved.slot.store(slot, Ordering::Relaxed);
         }
     }
+    if let Some(keep_alive) = keep_alive
+        && frames.is_empty()
+        && last_write.elapsed() >= keep_alive.interval
+    {
+        frames.push(keep_alive.frame.clone());
+    }
+    let batch = join_frames(&frames);
+    if !frames.is_empty() {
+        for client in list.iter() {
+            client.offer(&batch, frames.len(), backlog);
+        }
+        *last_write = Instant::now();
+    }
+    for Joining {
+        outbox,
+        sent_before,
+    } in joining
+    {
+        if outbox.is_closed_to_room() {
+            continue;
+        }
+        let own = &frames[sent_before..];
+        if !own.is_empty() {
+            let own_batch = if sent_before == 0 {
+                batch.clone()
+            } else {
+                join_frames(own)
+            };
+            outbox.offer(&own_batch, own.len(), backlog);
+        }
+        outbox.slot.store(list.len(), Ordering::Relaxed);
+        list.push(outbox);
+    }
+    drop(clients);
+    shard.queue().is_waiting()
 }
 
 /// One `Bytes` for several frames, so that each client gets them in one write.
