@@ -300,10 +300,32 @@ once "clock-sse: tick spread, 1000 clients" "clock-sse --tick-ms $tick_ms" clock
 keep_fanout clock/1000 .tick_spread && compare clock/1000 1000
 once "clock-sse: tick spread, $many clients" "clock-sse --tick-ms $tick_ms" clock-spread "$sse/events" --clients "$many" --ticks "$ticks"
 keep_fanout "clock/$many" .tick_spread && compare "clock/$many" "$many"
+# The three fan-outs with a target at 1,000, as this pass runs them and the pairs at the end run
+# them again: one command each, so that a pair measures what this pass measures.
+targeted() { # targeted <clock-direct|chat-direct|ws> <N> <name> [label prefix]: one run, kept as <name>
+    case $1 in
+    clock-direct)
+        once "${4:-}clock-sse --direct-streams: tick spread, $2 clients" \
+            "clock-sse --direct-streams --tick-ms $tick_ms" clock-spread "$sse/events" \
+            --clients "$2" --ticks "$ticks"
+        keep_fanout "$3" .tick_spread
+        ;;
+    chat-direct)
+        once "${4:-}chat-sse --direct-streams: fan-out to $2 streams" "chat-sse --direct-streams" \
+            chat-fanout "$sse" --clients "$2" --rounds "$rounds" --pause "$pace"
+        keep_fanout "$3" .to_last_client
+        ;;
+    ws)
+        once "${4:-}echo-ws: broadcast to $2 sockets" echo-ws ws-fanout "$ws/ws" --clients "$2" \
+            --rounds "$rounds" --pause "$pace"
+        keep_fanout "$3" .to_last_client
+        ;;
+    esac
+}
 # On the direct path the streams are written by one task per core (realtime_kit::fanout).
 for n in "${sizes[@]}"; do
-    once "clock-sse --direct-streams: tick spread, $n clients" "clock-sse --direct-streams --tick-ms $tick_ms" clock-spread "$sse/events" --clients "$n" --ticks "$ticks"
-    keep_fanout "clock-direct/$n" .tick_spread && compare "clock-direct/$n" "$n"
+    targeted clock-direct "$n" "clock-direct/$n"
+    compare "clock-direct/$n" "$n"
 done
 once "chat-sse: fan-out to 1000 streams" chat-sse chat-fanout "$sse" --clients 1000 --rounds "$rounds" --pause "$pace"
 keep_fanout chat/1000 .to_last_client && compare chat/1000 1000 node-chat/1000
@@ -314,8 +336,8 @@ keep_fanout "chat/$many" .to_last_client && compare "chat/$many" "$many" "node-c
 once "chat-sse: fan-out to $many streams, tokio reader" chat-sse chat-fanout "$sse" --clients "$many" --rounds "$rounds" --pause "$pace" --reader tokio
 keep_fanout "chat/$many/tokio" .to_last_client && compare "chat/$many/tokio" "$many" "node-chat/$many"
 for n in "${sizes[@]}"; do
-    once "chat-sse --direct-streams: fan-out to $n streams" "chat-sse --direct-streams" chat-fanout "$sse" --clients "$n" --rounds "$rounds" --pause "$pace"
-    keep_fanout "chat-direct/$n" .to_last_client && compare "chat-direct/$n" "$n" "node-chat/$n"
+    targeted chat-direct "$n" "chat-direct/$n"
+    compare "chat-direct/$n" "$n" "node-chat/$n"
     echo "-> p99 against the SSE-framed floor: $(ratio "chat-direct/$n" "floor-sse/$n") (${figure[floor-sse/$n]:--} ms)"
     echo
 done
@@ -323,8 +345,8 @@ once "chat-sse --direct-streams: fan-out to $many streams, rounds back to back" 
 keep_fanout "chat-direct/$many/b2b" .to_last_client && compare "chat-direct/$many/b2b" "$many"
 once "echo-ws: $many idle room sockets" "echo-ws --max-clients 20000" ws-idle "$ws/ws" --clients "$many"
 keep demo-idle-ws .server_rss_kib.per_connection
-once "echo-ws: broadcast to 1000 sockets" echo-ws ws-fanout "$ws/ws" --clients 1000 --rounds "$rounds" --pause "$pace"
-keep_fanout ws/1000 .to_last_client && compare ws/1000 1000 node-ws/1000
+targeted ws 1000 ws/1000
+compare ws/1000 1000 node-ws/1000
 once "echo-ws: broadcast to $many sockets" "echo-ws --max-clients 20000" ws-fanout "$ws/ws" --clients "$many" --rounds "$rounds" --pause "$pace"
 keep_fanout "ws/$many" .to_last_client && compare "ws/$many" "$many" "node-ws/$many"
 once "echo-ws: broadcast to $many sockets, tokio reader" "echo-ws --max-clients 20000" ws-fanout "$ws/ws" --clients "$many" --rounds "$rounds" --pause "$pace" --reader tokio
@@ -348,24 +370,7 @@ for pair in $(seq "$pairs"); do
     for demo in "${paired[@]}"; do
         name=pair/$pair/$demo
         if [[ -n "$have_gcc" ]]; then floor_c 1000 2 "$name/floor"; else floor_rs 1000 2 "$name/floor"; fi
-        case $demo in
-        chat-direct)
-            once "pair $pair: chat-sse --direct-streams, 1000 streams" "chat-sse --direct-streams" \
-                chat-fanout "$sse" --clients 1000 --rounds "$rounds" --pause "$pace"
-            keep_fanout "$name" .to_last_client
-            ;;
-        ws)
-            once "pair $pair: echo-ws, 1000 sockets" echo-ws ws-fanout "$ws/ws" --clients 1000 \
-                --rounds "$rounds" --pause "$pace"
-            keep_fanout "$name" .to_last_client
-            ;;
-        clock-direct)
-            once "pair $pair: clock-sse --direct-streams, 1000 clients" \
-                "clock-sse --direct-streams --tick-ms $tick_ms" clock-spread "$sse/events" \
-                --clients 1000 --ticks "$ticks"
-            keep_fanout "$name" .tick_spread
-            ;;
-        esac
+        targeted "$demo" 1000 "$name" "pair $pair: "
         echo "-> p99 $(ratio "$name" "$name/floor"), p50 $(ratio "$name/p50" "$name/floor/p50") the floor run just before"
         echo
     done
