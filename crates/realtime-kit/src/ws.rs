@@ -356,6 +356,12 @@ pub fn close_code_for(error: &tungstenite::Error) -> Option<CloseCode> {
 /// silent when no frame at all has arrived for `idle_timeout`. The pings also keep proxies from
 /// closing an idle connection. Silence is checked at each beat, so a silent client is closed
 /// between `idle_timeout` and `idle_timeout + ping_interval` after its last frame.
+///
+/// Each heartbeat's first Ping comes at a random point of its first interval. Clients that
+/// join together (a crowd reconnecting after a restart, a benchmark's thousand sockets) would
+/// otherwise all be pinged in the same few milliseconds, every interval, for as long as they
+/// stay: a thousand writes and a thousand Pongs to read, and a room message sent then waits
+/// behind them (the capacity chapter measures it).
 #[derive(Debug)]
 pub struct Heartbeat {
     /// When the next Ping is due.
@@ -376,10 +382,12 @@ pub enum Beat {
 }
 
 impl Heartbeat {
-    /// A heartbeat whose first Ping is one `ping_interval` from now.
+    /// A heartbeat whose first Ping is at most one `ping_interval` from now, and the next ones
+    /// every `ping_interval` after it.
     pub fn new(ping_interval: Duration, idle_timeout: Duration) -> Self {
         let now = tokio::time::Instant::now();
-        let mut ticker = tokio::time::interval_at(now + ping_interval, ping_interval);
+        let first = now + ping_interval.mul_f64(random_fraction());
+        let mut ticker = tokio::time::interval_at(first, ping_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
             ticker,
@@ -404,6 +412,17 @@ impl Heartbeat {
     }
 }
 // ANCHOR_END: heartbeat
+
+// ANCHOR: random_fraction
+/// A number in `[0, 1)`, different at each call. `RandomState` starts from random keys in each
+/// thread and steps them on for each new one, so hashing the same byte gives a new 64-bit value
+/// each time: enough to spread timers, without a crate for random numbers.
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    let bits = RandomState::new().hash_one(0u8) >> 11; // the 53 bits an f64 holds exactly
+    bits as f64 / (1u64 << 53) as f64
+}
+// ANCHOR_END: random_fraction
 
 /// How long closing may take: sending our Close frame, then waiting for the client's. A client
 /// that does not answer in time is dropped anyway (RFC 6455 section 7.1.1 lets the server close
@@ -518,6 +537,39 @@ mod tests {
         );
         assert_eq!(policy.check(&headers(None, "127.0.0.1:3001")), Ok(()));
         assert!(OriginPolicy::allow(["*"]).is_err());
+    }
+
+    /// Heartbeats made in the same instant ping at points spread over the first interval, then
+    /// one interval apart. With the first Ping one interval from now, as it was, all 200 of
+    /// them beat at the same instant.
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_made_together_ping_at_different_times() {
+        let interval = Duration::from_secs(15);
+        let start = tokio::time::Instant::now();
+        // Paused time moves on to each timer as it falls due, so `elapsed` is when it was due.
+        let beats = (0..200).map(|_| async move {
+            let mut heartbeat = Heartbeat::new(interval, Duration::from_secs(35));
+            assert_eq!(heartbeat.beat().await, Beat::Ping);
+            let first = start.elapsed();
+            assert_eq!(heartbeat.beat().await, Beat::Ping);
+            (first, start.elapsed() - first)
+        });
+        let beats = futures_util::future::join_all(beats).await;
+        let mut seconds: Vec<_> = beats.iter().map(|(first, _)| first.as_secs()).collect();
+        seconds.sort_unstable();
+        seconds.dedup();
+        for (first, then) in beats {
+            assert!(
+                first <= interval,
+                "a first Ping after one interval: {first:?}"
+            );
+            assert_eq!(
+                then, interval,
+                "the second Ping, one interval after the first"
+            );
+        }
+        // 200 uniform draws miss 6 of the 15 seconds with a chance below 10^-40.
+        assert!(seconds.len() >= 10, "200 first Pings within {seconds:?}");
     }
 
     /// The default limits use the small read buffer and refuse messages over 64 KiB.
