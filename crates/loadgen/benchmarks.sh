@@ -19,8 +19,9 @@
 # file fanout_floor.c next to loadgen's port of it, `loadgen floor`), and the Node replicas of
 # the tutorials' servers where node and npm are installed. A summary table ends the run.
 #
-# Usage: bash crates/loadgen/benchmarks.sh [--quick]
+# Usage: [PAIRS=N] bash crates/loadgen/benchmarks.sh [--quick]
 #   --quick   1,000 clients everywhere, to try the script in a minute or two.
+#   PAIRS=N   the targets at 1,000 measured in N pairs instead of 3 (see $pairs below).
 # Results: a table per run on standard output, and one JSON line per run in
 # target/benchmarks/results.jsonl. Close other busy programs first: loadgen and the demo share
 # this machine's cores, and every CPU figure depends on them being otherwise idle.
@@ -37,7 +38,8 @@ many=10000 most=19000 rounds=200 ticks=200 tick_ms=300
 # move a p99 of 200 rounds by a third: the same binaries gave 0.78x to 1.47x the floor within
 # ten minutes. So the fan-outs with a target at 1,000 are measured again at the end, each right
 # after a floor run of its own, $pairs times, and their ratio is the median of the pairs'.
-pairs=3
+# PAIRS=N takes more (each pair of the three costs ~5 minutes) on a noisy day.
+pairs=${PAIRS:-3}
 # Time enough for them: 200 rounds of a Node replica at 10,000 take about 2 minutes, loadgen's
 # default limit for a whole run.
 deadline=400
@@ -46,7 +48,7 @@ deadline=400
 # reader's backlog land in it), so a ratio to the floor needs the floor's pace.
 pace=0.2
 if [[ "${1:-}" == "--quick" ]]; then
-    many=1000 most=1000 rounds=20 ticks=20 pairs=1
+    many=1000 most=1000 rounds=20 ticks=20 pairs=${PAIRS:-1}
 fi
 
 # The build is niced (it can share the machine), the measurements are not.
