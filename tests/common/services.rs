@@ -237,11 +237,11 @@ impl TestNginx {
         for temp in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
             std::fs::create_dir(dir.path().join(temp)).expect("temp dir");
         }
+        let pid_file = path("nginx.pid");
         let main = format!(
-            "pid {pid};\nerror_log {log} info;\nworker_processes 1;\nevents {{ worker_connections 512; }}\n\
+            "pid {pid_file};\nerror_log {log} info;\nworker_processes 1;\nevents {{ worker_connections 512; }}\n\
              http {{\n log_format protocol '$server_protocol $request_uri';\n access_log {access} protocol;\n client_body_temp_path {cb};\n proxy_temp_path {proxy};\n \
              fastcgi_temp_path {fcgi};\n uwsgi_temp_path {uwsgi};\n scgi_temp_path {scgi};\n{site}\n}}\n",
-            pid = path("nginx.pid"),
             log = path("error.log"),
             access = path("access.log"),
             cb = path("client_body"),
@@ -268,7 +268,7 @@ impl TestNginx {
         let error_log = || std::fs::read_to_string(path("error.log")).unwrap_or_default();
         // nginx writes its pid file once it has bound every port: before that, a port that
         // answers may be another process's (nginx retries a taken port for a few seconds).
-        while !dir.path().join("nginx.pid").exists() {
+        while !std::path::Path::new(&pid_file).exists() {
             if child.try_wait().expect("nginx's status").is_some() {
                 return Err(error_log());
             }
