@@ -382,6 +382,7 @@ pub enum Beat {
 }
 
 impl Heartbeat {
+    // ANCHOR: heartbeat_new
     /// A heartbeat whose first Ping is at most one `ping_interval` from now, and the next ones
     /// every `ping_interval` after it.
     pub fn new(ping_interval: Duration, idle_timeout: Duration) -> Self {
@@ -395,6 +396,7 @@ impl Heartbeat {
             last_heard: now,
         }
     }
+    // ANCHOR_END: heartbeat_new
 
     /// Records that a frame has arrived from the client.
     pub fn heard(&mut self) {
