@@ -50,8 +50,14 @@ pub(crate) async fn target(url: &str) -> realtime_kit::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// Connects the `index`-th client, from 127.0.0.<1 + index % sources> when the target is IPv4.
-async fn connect(target: SocketAddr, index: usize, sources: usize) -> std::io::Result<TcpStream> {
+/// Connects the `index`-th client, from 127.0.0.<1 + index % sources> when the target is IPv4,
+/// with Nagle's algorithm off: a client's small write leaves at once instead of waiting for the
+/// server to acknowledge the one before it (see `open_sender` in scenarios.rs).
+pub(crate) async fn connect(
+    target: SocketAddr,
+    index: usize,
+    sources: usize,
+) -> std::io::Result<TcpStream> {
     let socket = match target {
         SocketAddr::V4(_) => {
             let socket = TcpSocket::new_v4()?;

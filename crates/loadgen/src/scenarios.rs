@@ -854,6 +854,23 @@ pub(crate) struct WsFanout {
 }
 
 /// `ws-fanout`: one extra client sends, time until each of N clients has the broadcast.
+// ANCHOR: open_sender
+/// The fan-out's sending client, one more than `--clients`, with Nagle's algorithm off as on
+/// every client here. With it on, a round sent soon after this client answered the server's Ping
+/// waited for the server to acknowledge the Pong, and a server with nothing to send back delays
+/// that ACK (40 ms on Linux): about one sender Ping in five held a round back by 10-33 ms, and
+/// echo-ws's p99 counted it as the server's.
+async fn open_sender(url: &str) -> realtime_kit::Result<WebSocketStream<TcpStream>> {
+    let tcp = crate::clients::connect(crate::clients::target(url).await?, 0, 1).await?;
+    let (sender, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config()))
+        .await
+        .map_err(|error| {
+            format!("the sending client, one more than --clients, could not connect: {error}")
+        })?;
+    Ok(sender)
+}
+// ANCHOR_END: open_sender
+
 pub(crate) async fn ws_fanout(
     common: &Common,
     WsFanout {
@@ -900,14 +917,7 @@ pub(crate) async fn ws_fanout(
             (opened.clients.len(), Readers::Epoll(reader))
         }
     };
-    let tcp = TcpStream::connect(crate::clients::target(&common.url).await?).await?;
-    let (sender, _) =
-        tokio_tungstenite::client_async_with_config(common.url.as_str(), tcp, Some(ws_config()))
-            .await
-            .map_err(|error| {
-                format!("the sending client, one more than --clients, could not connect: {error}")
-            })?;
-    let (mut outgoing, mut incoming) = sender.split();
+    let (mut outgoing, mut incoming) = open_sender(&common.url).await?.split();
     // The sender's own copies of the broadcast must be read too, or its socket backs up. They
     // are deliveries the server makes, so the server's CPU per delivery counts them.
     let echoes = Arc::new(AtomicU64::new(0));
@@ -1048,6 +1058,22 @@ pub(crate) async fn ws_throughput(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sender writes each round at once: its socket has Nagle's algorithm off.
+    #[tokio::test]
+    async fn the_sender_writes_each_round_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("ws://{}/ws", listener.local_addr().expect("address"));
+        let config = echo_ws::Config::default();
+        tokio::spawn(echo_ws::run(listener, config, std::future::pending()));
+        let sender = open_sender(&url).await.expect("the sender connects");
+        assert!(
+            sender.get_ref().nodelay().expect("TCP_NODELAY"),
+            "the sender's socket delays small writes (Nagle's algorithm is on)"
+        );
+    }
 
     /// Kernel stamps come in any order: the spread is from the earliest to the latest, arrivals
     /// without a stamp count but change neither, and the time to the last client is from the
