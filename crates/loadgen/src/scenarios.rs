@@ -853,12 +853,11 @@ pub(crate) struct WsFanout {
     pub(crate) pause: Duration,
 }
 
-/// `ws-fanout`: one extra client sends, time until each of N clients has the broadcast.
 // ANCHOR: open_sender
 /// The fan-out's sending client, one more than `--clients`, with Nagle's algorithm off as on
 /// every client here. With it on, a round sent soon after this client answered the server's Ping
 /// waited for the server to acknowledge the Pong, and a server with nothing to send back delays
-/// that ACK (40 ms on Linux): about one sender Ping in five held a round back by 10-33 ms, and
+/// that ACK (40 ms on Linux): about one sender Ping in five held a round back by 10-37 ms, and
 /// echo-ws's p99 counted it as the server's.
 async fn open_sender(url: &str) -> realtime_kit::Result<WebSocketStream<TcpStream>> {
     let tcp = crate::clients::connect(crate::clients::target(url).await?, 0, 1).await?;
@@ -871,6 +870,7 @@ async fn open_sender(url: &str) -> realtime_kit::Result<WebSocketStream<TcpStrea
 }
 // ANCHOR_END: open_sender
 
+/// `ws-fanout`: one extra client sends, time until each of N clients has the broadcast.
 pub(crate) async fn ws_fanout(
     common: &Common,
     WsFanout {
