@@ -701,26 +701,33 @@ async fn shutdown_sends_1001_and_run_returns() {
 /// which waits for each of its own messages to come back, would stall and time out.
 #[tokio::test]
 async fn slow_client_is_cut_off_without_delaying_the_others() {
-    let server = TestEcho::start(Config {
+    // Small server send buffers, so that the slow client's socket is full after a few messages.
+    let listener = common::listener_with_send_buffer(4096);
+    let config = Config {
         send_timeout: Duration::from_millis(300),
         backlog: 16,
         ..Config::default()
-    })
-    .await;
+    };
+    let server = TestEcho(TestServer::start_on(listener, |listener, signal| {
+        echo_ws::run(listener, config, signal)
+    }));
     let (mut sender, sender_id) = server.join().await;
     let (mut watcher, _) = server.join().await;
     let (slow, slow_id) = server.join().await; // never reads again
 
+    // The slow client's leave is told only after its closing handshake has had its time
+    // (`ws::CLOSE_TIMEOUT`): the messages go on meanwhile, as many as the machine sends in that
+    // time. So the watcher keeps reading past "end" until it has seen the leave.
     let slow_is_gone = Arc::new(AtomicBool::new(false));
     let watching = tokio::spawn({
         let slow_is_gone = slow_is_gone.clone();
         async move {
-            let mut texts = Vec::new();
-            loop {
+            let (mut numbers, mut ended) = (Vec::new(), false);
+            while !(ended && slow_is_gone.load(Ordering::Relaxed)) {
                 let event = next_json(&mut watcher).await;
                 match event["type"].as_str() {
-                    Some("message") if event["text"] == "end" => return (texts, watcher),
-                    Some("message") => texts.push(event["text"].as_str().unwrap_or("").to_owned()),
+                    Some("message") if event["text"] == "end" => ended = true,
+                    Some("message") => numbers.push(message_number(&event)),
                     Some("leave") => {
                         assert_eq!(event["client"], slow_id);
                         assert_eq!(event["reason"], "too_slow");
@@ -729,33 +736,44 @@ async fn slow_client_is_cut_off_without_delaying_the_others() {
                     _ => {}
                 }
             }
+            (numbers, watcher)
         }
     });
 
-    // 16 KiB messages fill the slow client's socket buffers after a few hundred; 4,000 (64 MB)
-    // is far more than any loopback buffer holds, so the loop ends by the slow client leaving.
-    let padding = "x".repeat(16 * 1024);
-    let mut sent = Vec::new();
-    while !slow_is_gone.load(Ordering::Relaxed) {
-        assert!(sent.len() < 4000, "the slow client was never cut off");
-        let text = format!("{} {padding}", sent.len());
-        sender
-            .send(Message::text(text.clone()))
-            .await
-            .expect("send");
+    // 4,000 messages of 16 KiB (64 MB) are far more than any loopback socket holds, so the
+    // slow client is cut off before they are all sent; the sending stops early once it is gone.
+    let mut sent = 0;
+    while sent < 4000 && !slow_is_gone.load(Ordering::Relaxed) {
+        let text = format!("{sent} {}", "x".repeat(PADDING));
+        sender.send(Message::text(text)).await.expect("send");
         next_json_where(&mut sender, |event| {
-            event["from"] == sender_id && event["text"] == text.as_str()
+            event["from"] == sender_id && message_number(event) == sent
         })
         .await;
-        sent.push(text);
+        sent += 1;
     }
     sender.send(Message::text("end")).await.expect("send");
     let (received, _watcher) = within(watching)
         .await
-        .expect("the watcher saw every message");
-    assert_eq!(received, sent, "the watcher got every message, in order");
+        .expect("the slow client was cut off, and the watcher saw every message");
+    assert_eq!(
+        received,
+        (0..sent).collect::<Vec<_>>(),
+        "every message, in order"
+    );
     assert_eq!(server.stats().await["clients"], 2);
     drop(slow);
+}
+
+/// Bytes of `x` after each numbered message's number.
+const PADDING: usize = 16 * 1024;
+
+/// The number of a message `"{n} xxx..."`, checking that its padding came whole.
+fn message_number(event: &Value) -> usize {
+    let text = event["text"].as_str().unwrap_or("");
+    let (number, padding) = text.split_once(' ').unwrap_or((text, ""));
+    assert_eq!(padding.len(), PADDING, "a message came whole");
+    number.parse().expect("a numbered message")
 }
 // ANCHOR_END: slow_client_test
 
