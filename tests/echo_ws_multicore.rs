@@ -140,7 +140,11 @@ async fn a_join_storm_of_3000_closes_nobody_on_two_workers() {
     const CROWD: usize = 3000;
     const MESSAGES: usize = 100;
     enough_open_files(CROWD + 2);
-    let server = start(echo_ws::Config::default().backlog).await;
+    // A listen queue for the whole crowd: the storm reaches the room, not the kernel's retries.
+    let listener = common::listener_with_backlog(4096);
+    let server = TestServer::start_on(listener, |listener, signal| {
+        echo_ws::run(listener, echo_ws::Config::default(), signal)
+    });
     let mut talker = join(&server).await;
     let watcher = join(&server).await;
     let watching = tokio::spawn(read_messages(watcher, usize::MAX));
