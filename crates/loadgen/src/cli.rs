@@ -37,6 +37,12 @@ pub(crate) struct Common {
     #[arg(long, global = true)]
     pub(crate) server_pid: Option<u32>,
 
+    /// `CTL,ACK`: the control and answer FIFOs of a `perf stat -D -1 --control fifo:CTL,ACK`,
+    /// told `enable` where the measured window starts and `disable` where it ends, so that it
+    /// counts the rounds alone (src/perf_control.rs). May be given more than once.
+    #[arg(long, global = true, value_parser = crate::perf_control::parse_fifos)]
+    pub(crate) perf_control: Vec<crate::perf_control::Fifos>,
+
     /// Source addresses to connect from (127.0.0.1, .2, ...): one pair of addresses has only
     /// ~28,000 ephemeral ports, and each run leaves its ports in TIME_WAIT for a minute.
     /// Default: one per 1,000 clients.

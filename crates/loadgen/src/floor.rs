@@ -156,6 +156,9 @@ pub(crate) fn floor(
     let mut sent_ns = Vec::new();
     let connected = sockets.len();
     let mut round_writer = RoundWriter::new(writer, sockets, writers)?;
+    let reader_pid = reader.0.id();
+    crate::perf_control::enable(&common.perf_control)?;
+    let window_from = (Usage::of(None)?, Usage::of(Some(reader_pid))?);
     for round in (0..rounds).take_while(|_| Instant::now() < deadline) {
         let before = Usage::of(None)?;
         let now = monotonic_ns();
@@ -171,6 +174,9 @@ pub(crate) fn floor(
         sent_ns.push(now);
         std::thread::sleep(PAUSE);
     }
+    // The last round was read during its pause: the window holds every round's reading too.
+    let window_to = (Usage::of(None)?, Usage::of(Some(reader_pid))?);
+    crate::perf_control::disable(&common.perf_control)?;
     drop(round_writer);
     let sent = u32::try_from(sent_ns.len()).unwrap_or(u32::MAX);
 
@@ -253,6 +259,13 @@ pub(crate) fn floor(
             "{writer_us:.3} µs ({:.3} s for {deliveries} deliveries)",
             writer_cpu.as_secs_f64()
         ),
+    );
+    report.window(
+        deliveries,
+        &[
+            ("writer", Some((window_from.0, window_to.0))),
+            ("reader", Some((window_from.1, window_to.1))),
+        ],
     );
     Ok(report)
 }

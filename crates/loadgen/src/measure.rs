@@ -14,6 +14,10 @@ pub(crate) struct Usage {
     pub(crate) rss_kib: u64,
     /// User plus system CPU time since the process started.
     pub(crate) cpu: Duration,
+    /// The same time split into user space and the kernel, in clock ticks (10 ms): for windows
+    /// of a few seconds, such as `--perf-control`'s.
+    pub(crate) user: Duration,
+    pub(crate) system: Duration,
 }
 
 impl Usage {
@@ -27,13 +31,13 @@ impl Usage {
         let stat = std::fs::read_to_string(format!("{dir}/stat"))?;
         let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
         let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-            .sum();
-        let per_second = rustix::param::clock_ticks_per_second().max(1);
+        let per_second = rustix::param::clock_ticks_per_second().max(1) as f64;
+        let [user, system] = [11, 12].map(|i| {
+            let ticks = fields.get(i).and_then(|field| field.parse::<u64>().ok());
+            Duration::from_secs_f64(ticks.unwrap_or(0) as f64 / per_second)
+        });
         let cpu = match pid {
-            Some(_) => Duration::from_secs_f64(ticks as f64 / per_second as f64),
+            Some(_) => user + system,
             // Our own CPU time to the nanosecond: /proc counts in clock ticks (10 ms), too coarse
             // for a few thousand events at a few microseconds each.
             None => {
@@ -44,7 +48,12 @@ impl Usage {
                 )
             }
         };
-        Ok(Self { rss_kib, cpu })
+        Ok(Self {
+            rss_kib,
+            cpu,
+            user,
+            system,
+        })
     }
 }
 
@@ -202,6 +211,30 @@ impl Report {
         );
     }
 
+    /// The measured window's CPU time, user space and kernel apart, for each process that took
+    /// part (`server`, `loadgen`; the floor's `writer` and `reader`), with the deliveries it
+    /// holds: what `profile.sh` divides perf's counts of the same window by.
+    pub(crate) fn window(&mut self, deliveries: u64, processes: &[(&str, Option<(Usage, Usage)>)]) {
+        let mut cpu = Map::new();
+        let mut text = format!("{deliveries} deliveries");
+        for (name, usage) in processes {
+            let Some((from, to)) = usage else { continue };
+            let user = to.user.saturating_sub(from.user).as_secs_f64();
+            let system = to.system.saturating_sub(from.system).as_secs_f64();
+            cpu.insert(
+                (*name).to_owned(),
+                json!({ "user_s": user, "system_s": system }),
+            );
+            text.push_str(&format!("; {name} {user:.2} s user, {system:.2} s system"));
+        }
+        self.add(
+            "window",
+            "measured window",
+            json!({ "deliveries": deliveries, "cpu": cpu }),
+            text,
+        );
+    }
+
     pub(crate) fn to_json(&self) -> String {
         Value::Object(self.fields.clone()).to_string()
     }
@@ -247,6 +280,8 @@ mod tests {
         Usage {
             rss_kib: 0,
             cpu: Duration::from_millis(cpu_ms),
+            user: Duration::from_millis(cpu_ms / 4),
+            system: Duration::from_millis(cpu_ms - cpu_ms / 4),
         }
     }
 
@@ -268,6 +303,49 @@ mod tests {
                 .to_string()
                 .contains("server CPU / delivery  1.500 µs")
         );
+    }
+
+    /// The window's CPU is each process's user and system time between its two readings; a
+    /// process without readings (no `--server-pid`) has no entry.
+    #[test]
+    fn window_splits_user_from_system() {
+        let mut report = Report::new("test");
+        report.window(
+            500,
+            &[
+                ("server", Some((usage(1_000), usage(1_400)))),
+                ("loadgen", None),
+            ],
+        );
+        let json: Value = serde_json::from_str(&report.to_json()).expect("JSON");
+        let window = &json["window"];
+        assert_eq!(window["deliveries"], 500);
+        assert!((window["cpu"]["server"]["user_s"].as_f64().unwrap() - 0.1).abs() < 1e-9);
+        assert!((window["cpu"]["server"]["system_s"].as_f64().unwrap() - 0.3).abs() < 1e-9);
+        assert!(window["cpu"].get("loadgen").is_none());
+    }
+
+    /// Read from /proc, this process's user and system time add up to its total within the
+    /// 10 ms clock ticks each of the two is counted in.
+    #[test]
+    fn usage_reads_user_and_system_apart() {
+        // Spin for 300 ms of this thread's own CPU, however busy the machine is, reading the
+        // clock (a system call for CPU clocks) only every million additions.
+        let thread_cpu = || {
+            let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+            Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+        };
+        let until = thread_cpu() + Duration::from_millis(300);
+        let mut spin = 0u64;
+        while thread_cpu() < until {
+            for _ in 0..1_000_000 {
+                spin = std::hint::black_box(spin.wrapping_add(1));
+            }
+        }
+        let pid = std::process::id();
+        let usage = Usage::of(Some(pid)).expect("our own /proc entry");
+        assert!(usage.user >= Duration::from_millis(200), "{usage:?}");
+        assert_eq!(usage.cpu, usage.user + usage.system);
     }
 
     /// No deliveries is no division by zero, and a clock that went back is no negative CPU.

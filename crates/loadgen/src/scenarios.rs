@@ -195,6 +195,21 @@ fn cpu_per_event(report: &mut Report, from: (Usage, u64), to: (Usage, u64)) {
     );
 }
 
+/// The measured window's rows: the server's CPU per delivery, and the window's CPU per process
+/// that `profile.sh` reads.
+fn window_rows(
+    report: &mut Report,
+    deliveries: u64,
+    server: Option<(Usage, Usage)>,
+    loadgen: (Usage, Usage),
+) {
+    report.server_cpu_per_delivery(server, deliveries);
+    report.window(
+        deliveries,
+        &[("server", server), ("loadgen", Some(loadgen))],
+    );
+}
+
 /// Waits until `received` stops growing (two readings 20 ms apart agree), for at most two
 /// seconds: what the server sends on its own as clients join (a chat's join notices, a room's
 /// presence) must be delivered before a measured window starts, or the window holds the tail
@@ -498,6 +513,7 @@ pub(crate) async fn clock_spread(
         ids.sort_unstable();
         ids
     };
+    crate::perf_control::enable(&common.perf_control)?;
     let server_from = server_usage(common)?;
     let measuring_from = (Usage::of(None)?, readers.received());
     let progress = progress_bar(ticks, "ticks");
@@ -512,6 +528,7 @@ pub(crate) async fn clock_spread(
     progress.finish_and_clear();
     let measured_to = (Usage::of(None)?, readers.received());
     let server_to = server_usage(common)?;
+    crate::perf_control::disable(&common.perf_control)?;
     let opened = readers.stop_reading(&mut report, connected, None)?;
     let mut spread = Latencies::new();
     let mut spread_kernel = Latencies::new();
@@ -551,9 +568,12 @@ pub(crate) async fn clock_spread(
         (before.1, Usage::of(None)?),
     );
     cpu_per_event(&mut report, measuring_from, measured_to);
-    report.server_cpu_per_delivery(
+    let deliveries = measured_to.1.saturating_sub(measuring_from.1);
+    window_rows(
+        &mut report,
+        deliveries,
         server_from.zip(server_to),
-        measured_to.1.saturating_sub(measuring_from.1),
+        (measuring_from.0, measured_to.0),
     );
     drop(opened);
     Ok(report)
@@ -804,6 +824,7 @@ pub(crate) async fn chat_fanout(
     connections_row(&mut report, common.clients, &opened);
     let progress = progress_bar(rounds, "rounds");
     settle(|| readers.received()).await;
+    crate::perf_control::enable(&common.perf_control)?;
     let server_from = server_usage(common)?;
     let measuring_from = (Usage::of(None)?, readers.received());
     let deadline = Instant::now() + common.deadline;
@@ -829,6 +850,7 @@ pub(crate) async fn chat_fanout(
     progress.finish_and_clear();
     let measured_to = (Usage::of(None)?, readers.received());
     let server_to = server_usage(common)?;
+    crate::perf_control::disable(&common.perf_control)?;
     let opened = readers.stop_reading(&mut report, connected, Some(&fanout))?;
     fanout.report(&mut report, connected);
     report.usage(
@@ -837,9 +859,12 @@ pub(crate) async fn chat_fanout(
         (before.1, Usage::of(None)?),
     );
     cpu_per_event(&mut report, measuring_from, measured_to);
-    report.server_cpu_per_delivery(
+    let deliveries = measured_to.1.saturating_sub(measuring_from.1);
+    window_rows(
+        &mut report,
+        deliveries,
         server_from.zip(server_to),
-        measured_to.1.saturating_sub(measuring_from.1),
+        (measuring_from.0, measured_to.0),
     );
     drop(opened);
     Ok(report)
@@ -930,6 +955,7 @@ pub(crate) async fn ws_fanout(
     let progress = progress_bar(rounds, "rounds");
     let deadline = Instant::now() + common.deadline;
     settle(|| readers.received() + echoes.load(Ordering::Relaxed)).await;
+    crate::perf_control::enable(&common.perf_control)?;
     let server_from = server_usage(common)?;
     let echoes_from = echoes.load(Ordering::Relaxed);
     let measuring_from = (Usage::of(None)?, readers.received());
@@ -944,6 +970,7 @@ pub(crate) async fn ws_fanout(
     progress.finish_and_clear();
     let measured_to = (Usage::of(None)?, readers.received());
     let server_to = server_usage(common)?;
+    crate::perf_control::disable(&common.perf_control)?;
     let echoes_to = echoes.load(Ordering::Relaxed);
     let _ = outgoing.close().await;
     let opened = readers.stop_reading(&mut report, connected, Some(&fanout))?;
@@ -954,9 +981,13 @@ pub(crate) async fn ws_fanout(
         (before.1, Usage::of(None)?),
     );
     cpu_per_event(&mut report, measuring_from, measured_to);
-    report.server_cpu_per_delivery(
+    let deliveries =
+        measured_to.1.saturating_sub(measuring_from.1) + echoes_to.saturating_sub(echoes_from);
+    window_rows(
+        &mut report,
+        deliveries,
         server_from.zip(server_to),
-        measured_to.1.saturating_sub(measuring_from.1) + echoes_to.saturating_sub(echoes_from),
+        (measuring_from.0, measured_to.0),
     );
     drop(opened);
     Ok(report)
