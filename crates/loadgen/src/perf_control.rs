@@ -54,6 +54,7 @@ pub(crate) fn disable(all: &[Fifos]) -> std::io::Result<()> {
         .try_for_each(|fifos| fifos.tell("disable", ANSWER_WITHIN))
 }
 
+// ANCHOR: tell
 impl Fifos {
     /// Writes `command` and waits for perf's `ack`, for at most `within`. It blocks the calling thread for the
     /// milliseconds perf takes: the scenarios call it between rounds, when nothing is in flight.
@@ -90,6 +91,7 @@ impl Fifos {
         Ok(())
     }
 }
+// ANCHOR_END: tell
 
 #[cfg(test)]
 mod tests {
