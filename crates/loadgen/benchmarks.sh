@@ -38,7 +38,7 @@ many=10000 most=19000 rounds=200 ticks=200 tick_ms=300
 # move a p99 of 200 rounds by a third: the same binaries gave 0.78x to 1.47x the floor within
 # ten minutes. So the fan-outs with a target at 1,000 are measured again at the end, each right
 # after a floor run of its own, $pairs times, and their ratio is the median of the pairs'.
-# PAIRS=N takes more (each pair of the three costs ~5 minutes) on a noisy day.
+# PAIRS=N takes more (each pair of the three costs ~4.5 minutes) on a noisy day.
 pairs=${PAIRS:-3}
 # Time enough for them: 200 rounds of a Node replica at 10,000 take about 2 minutes, loadgen's
 # default limit for a whole run.
