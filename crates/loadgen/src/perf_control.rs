@@ -14,6 +14,9 @@
 //! perf stat -D -1 --control fifo:ctl,ack -e task-clock,raw_syscalls:sys_enter -p "$SERVER" &
 //! target/release/loadgen ws-fanout --url ws://127.0.0.1:3001/ws --perf-control ctl,ack
 //! ```
+//!
+//! `perf record -g -D -1 --control fifo:ctl,ack -p "$SERVER"` takes the same commands: a profile
+//! of the rounds alone, as the capacity chapter's of echo-ws's room.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
