@@ -140,8 +140,9 @@ async fn a_join_storm_of_3000_closes_nobody_on_two_workers() {
     const CROWD: usize = 3000;
     const MESSAGES: usize = 100;
     enough_open_files(CROWD + 2);
-    // A listen queue for the whole crowd: the storm reaches the room, not the kernel's retries.
-    let listener = common::listener_with_backlog(4096);
+    // The demos' own listener, whose queue holds the whole crowd (see the next test): the storm
+    // reaches the room, not the kernel's retries.
+    let listener = loopback_listener();
     let server = TestServer::start_on(listener, |listener, signal| {
         echo_ws::run(listener, echo_ws::Config::default(), signal)
     });
@@ -204,6 +205,48 @@ async fn a_join_storm_of_3000_closes_nobody_on_two_workers() {
         failures.len(),
         failures.first()
     );
+}
+
+/// The listener every demo binds (`config::listen`), on a free loopback port.
+fn loopback_listener() -> tokio::net::TcpListener {
+    realtime_kit::config::bind("127.0.0.1:0".parse().expect("address")).expect("bind")
+}
+
+/// Every open page reconnects at once when a server restarts, before the server has accepted
+/// any of them. The demos' listener queues a crowd of 2,000 for it. `TcpListener::bind` asks for
+/// a queue of 1,024, and with it about 1,025 of these connects completed and the rest never did:
+/// the kernel drops a SYN that finds the queue full, and with nobody accepting, every retry
+/// finds it full again.
+#[tokio::test]
+async fn the_demos_listener_queues_a_crowd_before_it_accepts() {
+    const CROWD: usize = 2000;
+    enough_open_files(CROWD);
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(4096);
+    if somaxconn < CROWD {
+        eprintln!(
+            "skipped: net.core.somaxconn is {somaxconn}, under {CROWD}; raise it with \
+             `sysctl -w net.core.somaxconn=4096`"
+        );
+        return;
+    }
+    let listener = loopback_listener();
+    let addr = listener.local_addr().expect("address");
+    // Nobody accepts: each connect completes into the listen queue, or waits for a retry that
+    // cannot succeed, until the deadline.
+    let connects = (0..CROWD).map(|_| tokio::time::timeout(WAIT / 2, TcpStream::connect(addr)));
+    let results = futures_util::future::join_all(connects).await;
+    let connected = results
+        .iter()
+        .filter(|result| matches!(result, Ok(Ok(_))))
+        .count();
+    assert_eq!(
+        connected, CROWD,
+        "connects that found the listen queue full"
+    );
+    drop(listener);
 }
 
 /// A client that stops reading for a moment and then reads slowly, on a server socket with a

@@ -30,24 +30,10 @@ pub async fn within<T>(future: impl Future<Output = T>) -> T {
 pub fn listener_with_send_buffer(send_buffer: u32) -> TcpListener {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_send_buffer_size(send_buffer).expect("SO_SNDBUF");
-    listen_on_loopback(socket, 1024)
-}
-
-/// A listener on a free port of 127.0.0.1 that queues up to `backlog` connections not yet
-/// accepted (the kernel caps it at `net.core.somaxconn`, 4,096 here). `TcpListener::bind` queues
-/// 1,024: of a crowd larger than that connecting at once, the kernel drops the SYNs that find the
-/// queue full (`nstat`'s `TcpExtListenOverflows`: 7,920 for a crowd of 3,000), and each of those
-/// clients tries again only after 1 s, then 3 s and 7 s more, which on a loaded CI machine
-/// outlasts [`WAIT`]. A test of a crowd measures the server, not that retry schedule.
-pub fn listener_with_backlog(backlog: u32) -> TcpListener {
-    listen_on_loopback(tokio::net::TcpSocket::new_v4().expect("socket"), backlog)
-}
-
-fn listen_on_loopback(socket: tokio::net::TcpSocket, backlog: u32) -> TcpListener {
     socket
         .bind("127.0.0.1:0".parse().expect("address"))
         .expect("bind");
-    socket.listen(backlog).expect("listen")
+    socket.listen(1024).expect("listen")
 }
 
 /// The future a demo's `run(listener, config, shutdown_signal)` is given: it completes when the
