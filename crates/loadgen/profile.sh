@@ -32,7 +32,7 @@ bin=target/release
 work=$(mktemp -d)
 cleanup() {
     # A server left by a failed step must not outlive the script.
-    [[ -n "${server_pid:-}" ]] && kill "$server_pid" 2>/dev/null
+    if [[ -n "${server_pid:-}" ]]; then kill "$server_pid" 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT

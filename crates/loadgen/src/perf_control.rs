@@ -18,7 +18,7 @@
 //! `perf record -g -D -1 --control fifo:ctl,ack -p "$SERVER"` takes the same commands: a profile
 //! of the rounds alone, as the capacity chapter's of echo-ws's room.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -62,10 +62,11 @@ impl Fifos {
     /// Writes `command` and waits for perf's `ack`, for at most `within`. It blocks the calling thread for the
     /// milliseconds perf takes: the scenarios call it between rounds, when nothing is in flight.
     fn tell(&self, command: &str, within: Duration) -> std::io::Result<()> {
-        // perf holds both FIFOs open for reading and writing, so neither open blocks; read and
-        // write here open the answer FIFO without blocking on a perf that is gone.
+        // Both opened for reading and writing, as perf opens them: on Linux such an open never
+        // waits for the other end, so a perf that is gone costs the timeout below, not a hang.
         let mut ack = OpenOptions::new().read(true).write(true).open(&self.ack)?;
-        File::options()
+        OpenOptions::new()
+            .read(true)
             .write(true)
             .open(&self.control)?
             .write_all(format!("{command}\n").as_bytes())?;
@@ -155,11 +156,7 @@ mod tests {
         disable(std::slice::from_ref(&fifos)).expect("disabled");
         assert_eq!(perf.join().expect("perf"), ["enable\n", "disable\n"]);
 
-        let _silent = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&control)
-            .expect("control FIFO");
+        // A perf that is gone: nobody holds either FIFO open.
         let within = Duration::from_millis(100);
         let started = std::time::Instant::now();
         let error = fifos.tell("enable", within).expect_err("no answer");
