@@ -207,6 +207,8 @@ pub(crate) struct Measured {
 struct Shared {
     /// Messages (WebSocket) or events (SSE) read so far, added once per `epoll_wait`.
     events: AtomicU64,
+    /// Pings answered so far, added with `events`.
+    pings: AtomicU64,
     /// Connections that ended (closed, broken, malformed) while the reader held them.
     ended: AtomicUsize,
     /// Sockets handed over and not yet taken by the thread.
@@ -228,6 +230,7 @@ impl EpollReader {
     pub(crate) fn start(watch: Watch) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             events: AtomicU64::new(0),
+            pings: AtomicU64::new(0),
             ended: AtomicUsize::new(0),
             incoming: Mutex::new(Vec::new()),
             wake: EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
@@ -260,6 +263,11 @@ impl EpollReader {
     /// Messages or events read so far.
     pub(crate) fn events(&self) -> u64 {
         self.shared.events.load(Ordering::Relaxed)
+    }
+
+    /// The server's Pings answered so far.
+    pub(crate) fn pings(&self) -> u64 {
+        self.shared.pings.load(Ordering::Relaxed)
     }
 
     /// Connections that ended while held.
@@ -305,6 +313,18 @@ struct Connection {
     watching_out: bool,
 }
 
+impl Connection {
+    fn new(stream: TcpStream, protocol: Protocol) -> Self {
+        Self {
+            stream,
+            protocol,
+            highest: None,
+            outgoing: Vec::new(),
+            watching_out: false,
+        }
+    }
+}
+
 /// The reader's own bookkeeping, touched per arrival without any lock.
 struct Books<'a> {
     board: Option<&'a RoundBoard>,
@@ -312,13 +332,27 @@ struct Books<'a> {
     every: Latencies,
     /// Events read in this `epoll_wait` batch, published at its end.
     events: u64,
+    /// Pings answered in this batch, published with `events`.
+    pings: u64,
     /// The source of Pong masking keys. RFC 6455 wants them unpredictable so that a client's
     /// bytes cannot be chosen by a page to fool a proxy; loadgen talks to loopback only, and a
     /// cheap generator keeps a Pong cheap.
     mask: u32,
 }
 
-impl Books<'_> {
+impl<'a> Books<'a> {
+    /// Empty books for the rounds of `board`, if any, with Pong masks from `mask`.
+    fn new(board: Option<&'a RoundBoard>, mask: u32) -> Self {
+        Self {
+            board,
+            rounds: vec![None; board.map_or(0, |board| board.sent.len())],
+            every: Latencies::new(),
+            events: 0,
+            pings: 0,
+            mask,
+        }
+    }
+
     /// One client has `round`, read at `now`.
     fn round(&mut self, round: u64, now: Instant) {
         let Some(board) = self.board else { return };
@@ -357,13 +391,7 @@ fn read_all(shared: &Shared, watch: Watch) -> io::Result<Measured> {
         Watch::Rounds(board) => (Some(board.as_ref()), None),
         Watch::Ticks(ticks) => (None, Some(ticks.as_ref())),
     };
-    let mut books = Books {
-        board,
-        rounds: vec![None; board.map_or(0, |board| board.sent.len())],
-        every: Latencies::new(),
-        events: 0,
-        mask: 0x9e37_79b9 ^ std::process::id(),
-    };
+    let mut books = Books::new(board, 0x9e37_79b9 ^ std::process::id());
     let mut connections: Vec<Option<Connection>> = Vec::new();
     let mut buffer = vec![0u8; READ_BUFFER_SIZE];
     let mut events = vec![EpollEvent::empty(); EVENTS_PER_WAIT];
@@ -383,13 +411,7 @@ fn read_all(shared: &Shared, watch: Watch) -> io::Result<Measured> {
                     std::mem::take(&mut *shared.incoming.lock().expect("no panics while locked"));
                 for handover in handed {
                     let token = connections.len() as u64;
-                    let mut connection = Connection {
-                        stream: handover.stream,
-                        protocol: handover.protocol,
-                        highest: None,
-                        outgoing: Vec::new(),
-                        watching_out: false,
-                    };
+                    let mut connection = Connection::new(handover.stream, handover.protocol);
                     let open = epoll
                         .add(
                             &connection.stream,
@@ -456,6 +478,9 @@ fn read_all(shared: &Shared, watch: Watch) -> io::Result<Measured> {
         shared
             .events
             .fetch_add(std::mem::take(&mut books.events), Ordering::Relaxed);
+        shared
+            .pings
+            .fetch_add(std::mem::take(&mut books.pings), Ordering::Relaxed);
     }
     // Closes every socket before the scenario reports.
     drop(connections);
@@ -499,6 +524,7 @@ fn on_bytes(
             }
         }
         Found::Ping(payload) => {
+            books.pings += 1;
             let mask = books.next_mask();
             pong_frame(payload, mask, outgoing);
         }
@@ -1064,6 +1090,35 @@ mod tests {
         }
     }
 
+    /// A connected socket for a [`Connection`] that is fed bytes by hand.
+    fn socket_to_own() -> TcpStream {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| TcpStream::connect(listener.local_addr()?))
+            .expect("a socket to own")
+    }
+
+    /// Every Ping in a read is answered and counted; a Pong and a text frame are neither.
+    #[test]
+    fn each_ping_is_answered_and_counted() {
+        let mut books = Books::new(None, 1);
+        let mut connection =
+            Connection::new(socket_to_own(), Protocol::WebSocket(WsFrames::default()));
+        let mut bytes = frame(true, 0x9, b"one", None);
+        bytes.extend(frame(true, 0xa, b"a pong", None));
+        bytes.extend(frame(true, 0x1, b"hello", None));
+        bytes.extend(frame(true, 0x9, b"", None));
+        assert!(on_bytes(
+            &mut connection,
+            &bytes,
+            Instant::now(),
+            &mut books,
+            None
+        ));
+        assert_eq!(books.pings, 2);
+        assert_eq!(books.events, 1);
+        assert_eq!(connection.outgoing.len(), (2 + 4 + 3) + (2 + 4));
+    }
+
     /// An SSE stream: events with and without ids, ids that are not decimal, a comment, an
     /// event split over lines, chat rounds, an old round after a newer one.
     const SSE_STREAM: &str = "retry: 1000\n\nid: 17\ndata: tick\n\nid:18\nevent: tick\ndata: x\n\n\
@@ -1126,26 +1181,14 @@ mod tests {
         for round in [3, 4] {
             board.mark_sent(round, start);
         }
-        let mut books = Books {
-            board: Some(&board),
-            rounds: vec![None; 8],
-            every: Latencies::new(),
-            events: 0,
-            mask: 1,
-        };
-        let stream = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| TcpStream::connect(listener.local_addr()?))
-            .expect("a socket to own");
-        let mut connection = Connection {
-            stream,
-            protocol: Protocol::Sse {
+        let mut books = Books::new(Some(&board), 1);
+        let mut connection = Connection::new(
+            socket_to_own(),
+            Protocol::Sse {
                 body: Body::UntilClose,
                 scan: SseScan::default(),
             },
-            highest: None,
-            outgoing: Vec::new(),
-            watching_out: false,
-        };
+        );
         let later = start + Duration::from_millis(5);
         let text = "data: lg42x1234-3-end\n\ndata: lg42x1234-3-end\n\ndata: lg42x1234-4-end\n\n\
                     data: lg42x1234-3-end\n\ndata: lg42x1234-2-end\n\ndata: lg42x1234-5-end\n\n";

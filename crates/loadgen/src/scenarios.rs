@@ -908,18 +908,29 @@ pub(crate) async fn ws_fanout(
     reader.row(&mut report);
     let before = (server_usage(common)?, Usage::of(None)?);
     let fanout = Rounds::new(rounds, reader);
+    // The server's Pings the tokio clients answered (tungstenite answers them as it reads).
+    let tokio_pings = Arc::new(AtomicU64::new(0));
     let (connected, readers) = match reader {
         Reader::Tokio => {
             let received = Arc::new(AtomicU64::new(0));
             let opened = open_ws(common, common.clients, |_, mut socket| {
                 let fanout = fanout.clone();
                 let received = received.clone();
+                let pings = tokio_pings.clone();
                 async move {
                     while let Some(Ok(message)) = socket.next().await {
-                        received.fetch_add(1, Ordering::Relaxed);
-                        if let Message::Text(text) = message {
-                            let now = Instant::now();
-                            fanout.arrived(&text, now, socket.get_ref().last_stamp());
+                        match message {
+                            Message::Text(text) => {
+                                received.fetch_add(1, Ordering::Relaxed);
+                                let now = Instant::now();
+                                fanout.arrived(&text, now, socket.get_ref().last_stamp());
+                            }
+                            Message::Ping(_) => {
+                                pings.fetch_add(1, Ordering::Relaxed);
+                            }
+                            _ => {
+                                received.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
                 }
@@ -955,9 +966,14 @@ pub(crate) async fn ws_fanout(
     let progress = progress_bar(rounds, "rounds");
     let deadline = Instant::now() + common.deadline;
     settle(|| readers.received() + echoes.load(Ordering::Relaxed)).await;
+    let pings = || match &readers {
+        Readers::Epoll(reader) => reader.pings(),
+        Readers::Tokio { .. } => tokio_pings.load(Ordering::Relaxed),
+    };
     crate::perf_control::enable(&common.perf_control)?;
     let server_from = server_usage(common)?;
     let echoes_from = echoes.load(Ordering::Relaxed);
+    let pings_from = pings();
     let measuring_from = (Usage::of(None)?, readers.received());
     for round in (0..rounds).take_while(|_| Instant::now() < deadline) {
         outgoing.send(Message::text(fanout.start(round))).await?;
@@ -972,6 +988,7 @@ pub(crate) async fn ws_fanout(
     let server_to = server_usage(common)?;
     crate::perf_control::disable(&common.perf_control)?;
     let echoes_to = echoes.load(Ordering::Relaxed);
+    let pings_in_window = pings().saturating_sub(pings_from);
     let _ = outgoing.close().await;
     let opened = readers.stop_reading(&mut report, connected, Some(&fanout))?;
     fanout.report(&mut report, connected);
@@ -988,6 +1005,13 @@ pub(crate) async fn ws_fanout(
         deliveries,
         server_from.zip(server_to),
         (measuring_from.0, measured_to.0),
+    );
+    // What a heartbeat costs shows only beside how many Pings the window held.
+    report.add(
+        "pings",
+        "pings answered",
+        json!(pings_in_window),
+        format!("{pings_in_window} while measuring"),
     );
     drop(opened);
     Ok(report)

@@ -443,11 +443,11 @@ async fn clock_spread_with_the_epoll_reader() {
     assert!(report["loadgen_cpu_us_per_event"].as_f64().expect("CPU") > 0.0);
 }
 
-/// The epoll reader answers the server's pings: echo-ws pings every 100 ms and closes a client
-/// that sent nothing for 300 ms, and a run of 1.5 s still reaches every client in every round.
-/// Without the Pongs every client would be closed as silent and miss the later rounds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_epoll_reader_answers_pings() {
+/// The clients answer the server's pings: echo-ws pings every 100 ms and closes a client that
+/// sent nothing for 300 ms, and a run of 1.5 s still reaches every client in every round.
+/// Without the Pongs every client would be closed as silent and miss the later rounds. The
+/// report counts the Pings the window held: each client's, every 100 ms, for over a second.
+async fn pinged_fanout(reader: &str) -> Value {
     let addr = start_echo_with(echo_ws::Config {
         ping_interval: Duration::from_millis(100),
         idle_timeout: Duration::from_millis(300),
@@ -466,10 +466,29 @@ async fn the_epoll_reader_answers_pings() {
         "10",
         "--pause",
         "0.15",
+        "--reader",
+        reader,
         "--server-pid",
         &pid,
         "--json",
     ])
     .await;
-    assert_epoll_fanout(&json_report(&output), 20, 10);
+    let report = json_report(&output);
+    assert_eq!(report["clients"]["connected"], 20, "{report}");
+    assert_eq!(report["missed"], 0, "{report}");
+    assert_eq!(report["to_every_client"]["samples"], 20 * 10, "{report}");
+    let pings = report["pings"].as_u64().expect("a count of Pings");
+    assert!((20 * 10..=20 * 25).contains(&pings), "{report}");
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_epoll_reader_answers_pings() {
+    assert_epoll_fanout(&pinged_fanout("epoll").await, 20, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tokio_clients_answer_pings() {
+    let report = pinged_fanout("tokio").await;
+    assert_eq!(report["reader"], "tokio", "{report}");
 }
