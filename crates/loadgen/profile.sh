@@ -29,18 +29,9 @@ pace=0.2
 few=5 many=25
 events=task-clock,context-switches,raw_syscalls:sys_enter
 bin=target/release
-work=$(mktemp -d)
-cleanup() {
-    # A server left by a failed step must not outlive the script.
-    if [[ -n "${server_pid:-}" ]]; then kill "$server_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-ulimit -n "$(ulimit -Hn)"
-
-for tool in perf jq gcc; do
-    command -v "$tool" >/dev/null || { echo "profile.sh needs $tool" >&2; exit 1; }
-done
+# shellcheck source=crates/loadgen/perf-common.sh
+source crates/loadgen/perf-common.sh
+needs perf jq gcc
 cargo build --release --quiet -p echo-ws -p chat-sse -p loadgen
 cp ../shared/baselines/fanout_floor.c "$work/"
 gcc -O2 -pthread -o "$work/fanout_floor" "$work/fanout_floor.c"
@@ -114,10 +105,7 @@ demo() {
     # shellcheck disable=SC2086 # the command's words are its options
     $bin/$command --port "$port" >/dev/null 2>&1 &
     server_pid=$!
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-        sleep 0.1
-    done
+    wait_for_port "$port"
     perf stat -D -1 --control "fifo:$work/server-ctl,$work/server-ack" -e "$events" \
         -o "$work/$name-server.txt" -p "$server_pid" 2>/dev/null &
     local perf_pid=$!
