@@ -73,7 +73,11 @@ ws=ws://127.0.0.1:PORT
 
 start() { # start <demo> [demo options...]: a fresh demo on the next port
     port=$((port + 1))
-    "$bin/$1" --port "$port" "${@:2}" >"target/benchmarks/$1.log" 2>&1 &
+    # Each tokio worker on a core of its own: left free, both workers of a demo now and then
+    # share one core for a whole round while the other core idles (the book's "Two workers on
+    # one core"). The floor's writer threads are new each round, and Linux places new threads
+    # apart.
+    "$bin/$1" --port "$port" --pin-workers "${@:2}" >"target/benchmarks/$1.log" 2>&1 &
     demo_pid=$!
     wait_for_port "$1"
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use realtime_kit::ServerOptions;
 use realtime_kit::backplane::BackplaneArgs;
-use realtime_kit::config::{self, DirectStreamArgs, ListenArgs};
+use realtime_kit::config::{self, DirectStreamArgs, ListenArgs, RuntimeArgs};
 use realtime_kit::request::Cors;
 
 /// A chat room over Server-Sent Events: POST a message, every open stream receives it.
@@ -21,6 +21,9 @@ use realtime_kit::request::Cors;
 struct Args {
     #[command(flatten)]
     listen: ListenArgs,
+
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 
     #[command(flatten)]
     streams: DirectStreamArgs,
@@ -55,10 +58,14 @@ struct Args {
     keep_alive_ms: Option<u64>,
 }
 
-#[tokio::main]
-async fn main() -> realtime_kit::Result<()> {
+fn main() -> realtime_kit::Result<()> {
     let args = Args::parse();
     config::init_tracing();
+    let runtime = args.runtime.runtime()?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> realtime_kit::Result<()> {
     let cors = Cors::allow(&args.allow_origins)?;
     let server = ServerOptions {
         direct_streams: args.streams.direct_streams,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use realtime_kit::ServerOptions;
-use realtime_kit::config::{self, DirectStreamArgs, ListenArgs};
+use realtime_kit::config::{self, DirectStreamArgs, ListenArgs, RuntimeArgs};
 
 /// A clock that ticks once a second over Server-Sent Events.
 #[derive(Debug, Parser)]
@@ -18,6 +18,9 @@ use realtime_kit::config::{self, DirectStreamArgs, ListenArgs};
 struct Args {
     #[command(flatten)]
     listen: ListenArgs,
+
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 
     #[command(flatten)]
     streams: DirectStreamArgs,
@@ -36,10 +39,14 @@ struct Args {
     keep_alive_ms: Option<u64>,
 }
 
-#[tokio::main]
-async fn main() -> realtime_kit::Result<()> {
+fn main() -> realtime_kit::Result<()> {
     let args = Args::parse();
     config::init_tracing();
+    let runtime = args.runtime.runtime()?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> realtime_kit::Result<()> {
     let server = ServerOptions {
         direct_streams: args.streams.direct_streams,
         ..args.listen.server_options()?

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use realtime_kit::backplane::BackplaneArgs;
-use realtime_kit::config::{self, ListenArgs};
+use realtime_kit::config::{self, ListenArgs, RuntimeArgs};
 use realtime_kit::ws::OriginPolicy;
 
 /// A WebSocket broadcast room (`/ws`) and an RFC 6455 echo (`/echo`).
@@ -21,6 +21,9 @@ use realtime_kit::ws::OriginPolicy;
 struct Args {
     #[command(flatten)]
     listen: ListenArgs,
+
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 
     #[command(flatten)]
     backplane: BackplaneArgs,
@@ -49,13 +52,17 @@ struct Args {
     idle_timeout_ms: Option<u64>,
 }
 
-// tokio's multi-thread runtime, one worker per core: the room's fan-out has one writer per worker,
-// so it writes on every core. It is correct on any runtime (see `Room::pace` in lib.rs), so this
-// is only the usual default.
-#[tokio::main]
-async fn main() -> realtime_kit::Result<()> {
+// tokio's multi-thread runtime, one worker per core (`--pin-workers` keeps each on a core of its
+// own): the room's fan-out has one writer per worker, so it writes on every core. It is correct
+// on any runtime (see `Room::pace` in lib.rs), so this is only the usual default.
+fn main() -> realtime_kit::Result<()> {
     let args = Args::parse();
     config::init_tracing();
+    let runtime = args.runtime.runtime()?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> realtime_kit::Result<()> {
     let server = args.listen.server_options()?;
     let listener = config::listen("echo-ws", echo_ws::DEFAULT_PORT, &args.listen).await?;
     let origins = OriginPolicy::allow(&args.allow_origins)?;

@@ -1,5 +1,6 @@
 //! What every demo's `main` does before it serves: read `--port`/`--bind`/`--allow-host`, start
-//! logging, bind and say where it listens, and turn Ctrl-C or SIGTERM into the shutdown signal.
+//! logging, build the runtime (`--pin-workers`), bind and say where it listens, and turn Ctrl-C
+//! or SIGTERM into the shutdown signal.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -47,6 +48,87 @@ pub struct ListenArgs {
     #[arg(long, env = "STALL_TIMEOUT_MS", value_name = "MS")]
     pub stall_timeout_ms: Option<u64>,
 }
+
+// ANCHOR: runtime
+/// How the demo's tokio runtime runs. Flatten it beside [`ListenArgs`].
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RuntimeArgs {
+    /// Keep each of tokio's worker threads on a core of its own (the cores this process may use,
+    /// in turn), as nginx's `worker_cpu_affinity auto` does. The fan-outs write from one task per
+    /// worker; left to itself, Linux now and then runs both workers on one core for a whole
+    /// round while the other core idles. Leave it off where other busy programs share the cores.
+    #[arg(long, env = "PIN_WORKERS")]
+    pub pin_workers: bool,
+}
+
+impl RuntimeArgs {
+    /// tokio's multi-thread runtime, one worker per core (`TOKIO_WORKER_THREADS` to change
+    /// that), the workers pinned if asked.
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.enable_all();
+        if self.pin_workers {
+            pin_workers(&mut builder)?;
+        }
+        builder.build()
+    }
+}
+
+/// Pins the runtime's workers to the allowed cores in turn. tokio starts its workers first,
+/// when the runtime is built, each on a thread of its own for good; threads started later are
+/// `spawn_blocking`'s, and stay free to run anywhere.
+#[cfg(target_os = "linux")]
+fn pin_workers(builder: &mut tokio::runtime::Builder) -> std::io::Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+
+    let allowed = sched_getaffinity(Pid::from_raw(0))?;
+    let cores: Vec<usize> = (0..CpuSet::count())
+        .filter(|&core| allowed.is_set(core).unwrap_or(false))
+        .collect();
+    let workers = worker_threads()?;
+    builder.worker_threads(workers);
+    let started = AtomicUsize::new(0);
+    builder.on_thread_start(move || {
+        let index = started.fetch_add(1, Ordering::Relaxed);
+        if index >= workers {
+            return;
+        }
+        let core = cores[index % cores.len()];
+        let mut only = CpuSet::new();
+        let pinned = only
+            .set(core)
+            .and_then(|()| sched_setaffinity(Pid::from_raw(0), &only));
+        match pinned {
+            Ok(()) => tracing::debug!(worker = index, core, "worker pinned"),
+            Err(error) => tracing::warn!(worker = index, core, %error, "worker not pinned"),
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pin_workers(_builder: &mut tokio::runtime::Builder) -> std::io::Result<()> {
+    tracing::warn!("--pin-workers works on Linux only; the workers run unpinned");
+    Ok(())
+}
+
+/// As many workers as tokio would start: `TOKIO_WORKER_THREADS`, or one per core this process
+/// may use.
+#[cfg(target_os = "linux")]
+fn worker_threads() -> std::io::Result<usize> {
+    match std::env::var("TOKIO_WORKER_THREADS") {
+        Ok(value) => value
+            .parse::<usize>()
+            .ok()
+            .filter(|&count| count > 0)
+            .ok_or_else(|| std::io::Error::other(format!("TOKIO_WORKER_THREADS={value}"))),
+        Err(_) => std::thread::available_parallelism().map(usize::from),
+    }
+}
+// ANCHOR_END: runtime
 
 /// `--direct-streams`, for the demos that serve event streams. Flatten it beside [`ListenArgs`].
 #[derive(Debug, Clone, clap::Args)]
@@ -181,6 +263,84 @@ async fn received(handler: std::io::Result<tokio::signal::unix::Signal>, name: &
         Err(error) => {
             tracing::error!(%error, "cannot listen for {name}");
             std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::collections::HashMap;
+    use std::thread::ThreadId;
+    use std::time::{Duration, Instant};
+
+    use nix::sched::{CpuSet, sched_getaffinity};
+    use nix::unistd::Pid;
+
+    use super::RuntimeArgs;
+
+    /// The cores the calling thread may run on.
+    fn cores_of_this_thread() -> Vec<usize> {
+        let set = sched_getaffinity(Pid::from_raw(0)).expect("the thread's affinity");
+        (0..CpuSet::count())
+            .filter(|&core| set.is_set(core).unwrap_or(false))
+            .collect()
+    }
+
+    /// Runs short blocking tasks until every worker has run one: each worker's cores.
+    fn cores_of_each_worker(runtime: &tokio::runtime::Runtime) -> HashMap<ThreadId, Vec<usize>> {
+        let workers = runtime.metrics().num_workers();
+        let mut seen = HashMap::new();
+        let until = Instant::now() + Duration::from_secs(5);
+        while seen.len() < workers && Instant::now() < until {
+            let tasks: Vec<_> = (0..workers * 4)
+                .map(|_| {
+                    runtime.spawn(async {
+                        // Held a little, so that the other workers take the next tasks.
+                        std::thread::sleep(Duration::from_millis(5));
+                        (std::thread::current().id(), cores_of_this_thread())
+                    })
+                })
+                .collect();
+            for task in tasks {
+                let (thread, cores) = runtime.block_on(task).expect("the task ran");
+                seen.insert(thread, cores);
+            }
+        }
+        assert_eq!(seen.len(), workers, "every worker ran a task");
+        seen
+    }
+
+    /// `--pin-workers`: each worker runs on one core, a different one for each while there are
+    /// cores enough, and a `spawn_blocking` thread is left free to run on any.
+    #[test]
+    fn pinned_workers_have_a_core_each_and_blocking_threads_none() {
+        let allowed = cores_of_this_thread();
+        let runtime = RuntimeArgs { pin_workers: true }
+            .runtime()
+            .expect("a runtime");
+        let workers = cores_of_each_worker(&runtime);
+        let mut used: Vec<usize> = Vec::new();
+        for cores in workers.values() {
+            assert_eq!(cores.len(), 1, "a pinned worker on {cores:?}");
+            assert!(allowed.contains(&cores[0]), "{cores:?} outside {allowed:?}");
+            used.push(cores[0]);
+        }
+        used.sort_unstable();
+        used.dedup();
+        assert_eq!(used.len(), workers.len().min(allowed.len()), "{workers:?}");
+        let blocking = runtime
+            .block_on(runtime.spawn_blocking(cores_of_this_thread))
+            .expect("the blocking task ran");
+        assert_eq!(blocking, allowed, "a spawn_blocking thread stays free");
+    }
+
+    /// Without it, tokio's workers may run on any allowed core.
+    #[test]
+    fn unpinned_workers_run_anywhere() {
+        let allowed = cores_of_this_thread();
+        let runtime = RuntimeArgs::default().runtime().expect("a runtime");
+        for cores in cores_of_each_worker(&runtime).values() {
+            assert_eq!(cores, &allowed);
         }
     }
 }

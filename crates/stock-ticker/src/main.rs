@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use realtime_kit::ServerOptions;
 use realtime_kit::backplane::BackplaneArgs;
-use realtime_kit::config::{self, DirectStreamArgs, ListenArgs};
+use realtime_kit::config::{self, DirectStreamArgs, ListenArgs, RuntimeArgs};
 use realtime_kit::ws::OriginPolicy;
 use stock_ticker::market::{self, SymbolSpec};
 
@@ -23,6 +23,9 @@ use stock_ticker::market::{self, SymbolSpec};
 struct Args {
     #[command(flatten)]
     listen: ListenArgs,
+
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 
     #[command(flatten)]
     streams: DirectStreamArgs,
@@ -83,9 +86,14 @@ fn parse_symbol(text: &str) -> Result<String, String> {
     }
 }
 
-#[tokio::main]
-async fn main() -> realtime_kit::Result<()> {
+fn main() -> realtime_kit::Result<()> {
     let args = Args::parse();
+    config::init_tracing();
+    let runtime = args.runtime.runtime()?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> realtime_kit::Result<()> {
     let mut symbols: Vec<SymbolSpec> = Vec::new();
     for name in &args.symbols {
         if symbols.iter().any(|spec| &spec.symbol == name) {
@@ -112,7 +120,6 @@ async fn main() -> realtime_kit::Result<()> {
         direct_streams: args.streams.direct_streams,
         ..args.listen.server_options()?
     };
-    config::init_tracing();
     let listener = config::listen("stock-ticker", stock_ticker::DEFAULT_PORT, &args.listen).await?;
     let defaults = stock_ticker::Config::default();
     let ticker = stock_ticker::Config {
