@@ -81,13 +81,10 @@ impl RuntimeArgs {
 fn pin_workers(builder: &mut tokio::runtime::Builder) -> std::io::Result<()> {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::sched::{CpuSet, sched_setaffinity};
     use nix::unistd::Pid;
 
-    let allowed = sched_getaffinity(Pid::from_raw(0))?;
-    let cores: Vec<usize> = (0..CpuSet::count())
-        .filter(|&core| allowed.is_set(core).unwrap_or(false))
-        .collect();
+    let cores = allowed_cores()?;
     let workers = worker_threads()?;
     builder.worker_threads(workers);
     let started = AtomicUsize::new(0);
@@ -107,6 +104,18 @@ fn pin_workers(builder: &mut tokio::runtime::Builder) -> std::io::Result<()> {
         }
     });
     Ok(())
+}
+
+/// The cores the calling thread may run on.
+#[cfg(target_os = "linux")]
+fn allowed_cores() -> std::io::Result<Vec<usize>> {
+    use nix::sched::{CpuSet, sched_getaffinity};
+    use nix::unistd::Pid;
+
+    let allowed = sched_getaffinity(Pid::from_raw(0))?;
+    Ok((0..CpuSet::count())
+        .filter(|&core| allowed.is_set(core).unwrap_or(false))
+        .collect())
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -273,17 +282,11 @@ mod tests {
     use std::thread::ThreadId;
     use std::time::{Duration, Instant};
 
-    use nix::sched::{CpuSet, sched_getaffinity};
-    use nix::unistd::Pid;
-
-    use super::RuntimeArgs;
+    use super::{RuntimeArgs, allowed_cores};
 
     /// The cores the calling thread may run on.
     fn cores_of_this_thread() -> Vec<usize> {
-        let set = sched_getaffinity(Pid::from_raw(0)).expect("the thread's affinity");
-        (0..CpuSet::count())
-            .filter(|&core| set.is_set(core).unwrap_or(false))
-            .collect()
+        allowed_cores().expect("the thread's affinity")
     }
 
     /// Runs short blocking tasks until every worker has run one: each worker's cores.
