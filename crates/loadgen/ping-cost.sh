@@ -55,10 +55,7 @@ rows=()
 run() {
     local label=$1
     shift
-    port=$((port + 1))
-    "$bin/echo-ws" --port "$port" --max-clients 20000 "$@" >/dev/null 2>&1 &
-    server_pid=$!
-    wait_for_port "$port"
+    start_server "$bin/echo-ws" --max-clients 20000 "$@"
     perf record -F 4000 -g -D -1 --control "fifo:$work/ctl,$work/ack" -p "$server_pid" \
         -o "$work/$label.data" >/dev/null 2>&1 &
     local perf_pid=$!
@@ -66,11 +63,7 @@ run() {
     "$bin/loadgen" ws-fanout --url "ws://127.0.0.1:$port/ws" --clients "$clients" \
         --rounds "$rounds" --pause 0.2 --server-pid "$server_pid" \
         --perf-control "$work/ctl,$work/ack" --json >"$work/$label.json" 2>/dev/null
-    kill -INT "$perf_pid"
-    wait "$perf_pid" || true
-    kill -INT "$server_pid"
-    wait "$server_pid" || true
-    server_pid=
+    stop_server "$perf_pid"
     perf script -i "$work/$label.data" >"$work/$label.txt" 2>/dev/null
     local window
     window=$(jq -r '.window as $w

@@ -101,11 +101,8 @@ port=23400
 demo() {
     local label=$1 command=$2 scenario=$3 url=$4 name
     name=$(tr -c 'a-z0-9\n' - <<<"$label")
-    port=$((port + 1))
     # shellcheck disable=SC2086 # the command's words are its options
-    $bin/$command --port "$port" >/dev/null 2>&1 &
-    server_pid=$!
-    wait_for_port "$port"
+    start_server $bin/$command
     perf stat -D -1 --control "fifo:$work/server-ctl,$work/server-ack" -e "$events" \
         -o "$work/$name-server.txt" -p "$server_pid" 2>/dev/null &
     local perf_pid=$!
@@ -116,11 +113,7 @@ demo() {
         --perf-control "$work/server-ctl,$work/server-ack" \
         --perf-control "$work/loadgen-ctl,$work/loadgen-ack" "${@:5}" --json \
         >"$work/$name.json" 2>/dev/null
-    kill -INT "$perf_pid"
-    wait "$perf_pid" || true
-    kill -INT "$server_pid"
-    wait "$server_pid" || true
-    server_pid=
+    stop_server "$perf_pid"
     row "$label: server" "$work/$name-server.txt" "$work/$name.json" server
     row "$label: loadgen" "$work/$name-loadgen.txt" "$work/$name.json" loadgen
     sleep 2
